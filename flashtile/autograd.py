@@ -1,0 +1,126 @@
+"""The autograd layer: attention forward and backward as torch.library custom ops.
+
+Registering the two passes as custom ops (with fake implementations for shape
+propagation) lets ``torch.compile(fullgraph=True)`` trace through flashtile, and
+`torch.library.register_autograd` ties them together. The ops dispatch at run
+time to the Triton kernels or the PyTorch path (`flashtile.backend`); both share
+one contract, documented in `flashtile.kernels`.
+
+Inputs arrive validated by `flashtile.interface`; causal is already folded into
+``window_right = 0``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from flashtile import backend
+
+
+def _lse_shape(q: Tensor, varlen: bool) -> tuple[int, ...]:
+    # Dense: (B, H, Sq); varlen: (H, total_q), as flash_attn returns them.
+    return (q.shape[1], q.shape[0]) if varlen else (q.shape[0], q.shape[2], q.shape[1])
+
+
+@torch.library.custom_op("flashtile::attention_forward", mutates_args=())
+def attention_forward(
+    q: Tensor, k: Tensor, v: Tensor,
+    cu_seqlens_q: Optional[Tensor], cu_seqlens_k: Optional[Tensor],
+    max_seqlen_q: int, max_seqlen_k: int,
+    softmax_scale: float, window_left: int, window_right: int, softcap: float,
+    alibi_slopes: Optional[Tensor], dropout_p: float, seed: Optional[Tensor],
+    return_probs: bool, fp32_precision: str, deterministic: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Returns (out, lse, probs); probs is an empty tensor unless return_probs.
+
+    `deterministic` only travels to the backward pass.
+    """
+    out, lse, probs = backend.implementation(q.device).attention_forward(
+        q, k, v, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k,
+        max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, softmax_scale=softmax_scale,
+        window_left=window_left, window_right=window_right, softcap=softcap,
+        alibi_slopes=alibi_slopes, dropout_p=dropout_p, seed=seed,
+        return_probs=return_probs, fp32_precision=fp32_precision,
+    )
+    if probs is None:
+        probs = q.new_empty(0, dtype=torch.float32)
+    # Contiguous outputs whatever the path, so the fake implementations below hold.
+    return out.contiguous(), lse.contiguous(), probs
+
+
+@attention_forward.register_fake
+def _(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale,
+      window_left, window_right, softcap, alibi_slopes, dropout_p, seed, return_probs,
+      fp32_precision, deterministic):
+    varlen = cu_seqlens_q is not None
+    lse = q.new_empty(_lse_shape(q, varlen), dtype=torch.float32)
+    if return_probs:
+        batch = cu_seqlens_q.shape[0] - 1 if varlen else q.shape[0]
+        heads = q.shape[-2]
+        probs = q.new_empty((batch, heads, max_seqlen_q, max_seqlen_k), dtype=torch.float32)
+    else:
+        probs = q.new_empty(0, dtype=torch.float32)
+    return torch.empty(q.shape, dtype=q.dtype, device=q.device), lse, probs
+
+
+@torch.library.custom_op("flashtile::attention_backward", mutates_args=())
+def attention_backward(
+    dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
+    cu_seqlens_q: Optional[Tensor], cu_seqlens_k: Optional[Tensor],
+    max_seqlen_q: int, max_seqlen_k: int,
+    softmax_scale: float, window_left: int, window_right: int, softcap: float,
+    alibi_slopes: Optional[Tensor], dropout_p: float, seed: Optional[Tensor],
+    deterministic: bool, fp32_precision: str,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients (dq, dk, dv) from the saved inputs, output and LSE.
+
+    `out` and `lse` may come from elsewhere (split-KV, ring attention): the
+    backward only needs them to be the attention output and its row LSE.
+    """
+    dq, dk, dv = backend.implementation(q.device).attention_backward(
+        dout, q, k, v, out, lse, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k,
+        max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, softmax_scale=softmax_scale,
+        window_left=window_left, window_right=window_right, softcap=softcap,
+        alibi_slopes=alibi_slopes, dropout_p=dropout_p, seed=seed,
+        deterministic=deterministic, fp32_precision=fp32_precision,
+    )
+    return dq.contiguous(), dk.contiguous(), dv.contiguous()
+
+
+@attention_backward.register_fake
+def _(dout, q, k, v, *args):
+    return tuple(torch.empty(x.shape, dtype=x.dtype, device=x.device) for x in (q, k, v))
+
+
+# Positions of the forward op's arguments, for the autograd glue below.
+_FORWARD_ARGS = ("q", "k", "v", "cu_seqlens_q", "cu_seqlens_k", "max_seqlen_q",
+                 "max_seqlen_k", "softmax_scale", "window_left", "window_right", "softcap",
+                 "alibi_slopes", "dropout_p", "seed", "return_probs", "fp32_precision",
+                 "deterministic")
+_SAVED_TENSORS = ("q", "k", "v", "cu_seqlens_q", "cu_seqlens_k", "alibi_slopes", "seed")
+
+
+def _setup_context(ctx, inputs, output):
+    args = dict(zip(_FORWARD_ARGS, inputs))
+    out, lse, _ = output
+    ctx.save_for_backward(*(args[name] for name in _SAVED_TENSORS), out, lse)
+    ctx.options = {name: args[name] for name in _FORWARD_ARGS
+                   if name not in _SAVED_TENSORS and name != "return_probs"}
+
+
+def _backward(ctx, dout, _dlse, _dprobs):
+    q, k, v, cu_q, cu_k, alibi, seed, out, lse = ctx.saved_tensors
+    dq, dk, dv = attention_backward(
+        dout.contiguous(), q, k, v, out, lse, cu_q, cu_k,
+        ctx.options["max_seqlen_q"], ctx.options["max_seqlen_k"],
+        ctx.options["softmax_scale"], ctx.options["window_left"],
+        ctx.options["window_right"], ctx.options["softcap"], alibi,
+        ctx.options["dropout_p"], seed, ctx.options["deterministic"], ctx.options["fp32_precision"],
+    )
+    return (dq, dk, dv) + (None,) * (len(_FORWARD_ARGS) - 3)
+
+
+attention_forward.register_autograd(_backward, setup_context=_setup_context)
