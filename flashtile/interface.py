@@ -31,15 +31,9 @@ def _attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, 
                return_attn_probs):
     """Shared body of every attention entry point (dense when cu_seqlens_q is None)."""
     varlen = cu_seqlens_q is not None
+    check_qkv(q, k, v, varlen=varlen)  # before any tensor method is called on q, k, v
     q, k, v = (contiguous_last_dim(x) for x in (q, k, v))
-    check_qkv(q, k, v, varlen=varlen)
-    batch = cu_seqlens_q.shape[0] - 1 if varlen else q.shape[0]
-    heads = q.shape[-2]
-    window_left, window_right = check_options(
-        dropout_p=dropout_p, window_size=window_size, softcap=softcap,
-        alibi_slopes=alibi_slopes, batch=batch, heads=heads, device=q.device,
-        softmax_scale=softmax_scale)
-    if varlen:
+    if varlen:  # before cu_seqlens_q.shape is read below
         check_cu_seqlens("cu_seqlens_q", cu_seqlens_q, q.shape[0], max_seqlen_q,
                          "max_seqlen_q", q.device)
         check_cu_seqlens("cu_seqlens_k", cu_seqlens_k, k.shape[0], max_seqlen_k,
@@ -50,6 +44,12 @@ def _attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, 
                              f"{cu_seqlens_k.shape[0]}")
     else:
         max_seqlen_q, max_seqlen_k = q.shape[1], k.shape[1]
+    batch = cu_seqlens_q.shape[0] - 1 if varlen else q.shape[0]
+    heads = q.shape[-2]
+    window_left, window_right = check_options(
+        dropout_p=dropout_p, window_size=window_size, softcap=softcap,
+        alibi_slopes=alibi_slopes, batch=batch, heads=heads, device=q.device,
+        softmax_scale=softmax_scale)
     if causal:
         window_right = 0  # causal = a window with no keys to the right of the diagonal
     if alibi_slopes is not None and alibi_slopes.dim() == 1:
