@@ -187,3 +187,23 @@ def test_paged_varlen_matches_contiguous():
                                            causal=True)
     del keys, lens
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
+
+
+def test_compile_fullgraph_and_opcheck():
+    from flashtile import autograd
+    q, k, v = (x.requires_grad_() for x in _inputs(2, 37, 53, 4, 2, 32, seed=8))
+    fn = torch.compile(lambda q, k, v: flashtile.flash_attn_func(q, k, v, causal=True,
+                                                                 softcap=5.0),
+                       fullgraph=True)
+    out = fn(q, k, v)
+    torch.testing.assert_close(out, flashtile.flash_attn_func(q, k, v, causal=True,
+                                                              softcap=5.0), atol=0, rtol=0)
+    out.sum().backward()
+    assert torch.isfinite(q.grad).all()
+    args = (q, k, v, None, None, 37, 53, 0.2, -1, 0, 0.0, None, 0.0, None, False, "tf32",
+            False)
+    torch.library.opcheck(autograd.attention_forward, args)
+    seed = torch.tensor([5], dtype=torch.int64)
+    torch.library.opcheck(autograd.attention_forward,
+                          (q, k, v, None, None, 37, 53, 0.2, 3, 2, 0.0, None, 0.3, seed, True,
+                           "tf32", False))

@@ -1,0 +1,182 @@
+"""GPU suite: the Triton kernels through the public API on a CUDA device.
+
+Skipped without CUDA (tests/conftest.py). Run on a Hopper GPU with
+``make test-gpu`` or ``python -m pytest -m gpu tests``. The grid follows
+flash_attn's own tests (ANCHORS §4): odd shapes, head dims 32..256, causal,
+sliding window, ALiBi, softcap, dropout 0.17, MQA/GQA, varlen with random
+lengths, in bf16 and fp16, outputs and all three gradients under the 2x / 3x
+rule against float64.
+"""
+
+import pytest
+import torch
+
+import flashtile
+from accuracy import check_case
+
+pytestmark = pytest.mark.gpu
+
+SHAPES = [(113, 203), (128, 217), (108, 256), (256, 512), (512, 256), (1023, 1024), (1024, 1023)]
+HEAD_DIMS = [32, 40, 59, 64, 80, 96, 111, 128, 160, 192, 224, 256]
+OPTION_MIXES = [
+    dict(),
+    dict(causal=True),
+    dict(window_size=(64, 17)),
+    dict(softcap=30.0, causal=True),
+    dict(alibi=True),
+    dict(dropout_p=0.17),
+    dict(causal=True, alibi=True, dropout_p=0.17),
+    dict(window_size=(-1, 40), softcap=10.0),
+]
+
+
+@pytest.fixture(autouse=True)
+def triton_backend():
+    with flashtile.use_backend("triton"):
+        yield
+
+
+def _inputs(batch, sq, sk, heads, kv_heads, d, seed):
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    make = lambda s, h: torch.randn(batch, s, h, d, device="cuda", generator=gen)
+    return make(sq, heads), make(sk, kv_heads), make(sk, kv_heads)
+
+
+def _dense(**options):
+    def run(q, k, v):
+        out, _, probs = flashtile.flash_attn_func(q, k, v, return_attn_probs=True, **options)
+        return out, probs
+    return run
+
+
+def _run_mix(mix, q, k, v, dtype, heads):
+    mix = dict(mix)
+    if mix.pop("alibi", False):
+        mix["alibi_slopes"] = torch.rand(q.shape[0], heads, device="cuda") * 0.3
+    out, keep = check_case(_dense(**mix), q, k, v, dtype=dtype, **mix)
+    assert not torch.isnan(out).any()
+    return keep
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("d", HEAD_DIMS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_grid(shape, d, dtype):
+    i = SHAPES.index(shape) + HEAD_DIMS.index(d) + (dtype == torch.float16)
+    heads, kv_heads = [(6, 6), (6, 2), (6, 1)][i % 3]
+    q, k, v = _inputs(2, *shape, heads, kv_heads, d, seed=i)
+    _run_mix(OPTION_MIXES[i % len(OPTION_MIXES)], q, k, v, dtype, heads)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("mix", OPTION_MIXES, ids=str)
+@pytest.mark.parametrize("kv_heads", [6, 2, 1])
+def test_options(mix, kv_heads, dtype):
+    q, k, v = _inputs(2, 113, 203, 6, kv_heads, 59, seed=kv_heads)
+    _run_mix(mix, q, k, v, dtype, 6)
+
+
+@pytest.mark.parametrize("precision", ["tf32", "ieee"])
+def test_float32(precision):
+    flashtile.set_fp32_precision(precision)
+    try:
+        q, k, v = _inputs(2, 113, 203, 6, 2, 64, seed=1)
+        check_case(_dense(causal=True), q, k, v, dtype=torch.float32) if precision == "ieee" \
+            else _tf32_close(q, k, v)
+    finally:
+        flashtile.set_fp32_precision(None)
+
+
+def _tf32_close(q, k, v):
+    from flashtile.reference import attention_ref
+    out = flashtile.flash_attn_func(q, k, v, causal=True)
+    ref, _ = attention_ref(q, k, v, causal=True)
+    rel = ((out.double() - ref).norm() / ref.norm()).item()
+    assert rel < 2e-3, rel  # TF32 dots: ~1e-3 relative
+
+
+@pytest.mark.parametrize("seqlen,d,causal", [(8192, 128, True), (4096, 64, False),
+                                             (2048, 256, True)])
+def test_long(seqlen, d, causal):
+    q, k, v = _inputs(1, seqlen, seqlen, 2, 1, d, seed=seqlen)
+    check_case(_dense(causal=causal), q, k, v, dtype=torch.bfloat16, causal=causal)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("mix", [dict(), dict(causal=True), dict(window_size=(33, 7)),
+                                 dict(dropout_p=0.17, softcap=20.0)], ids=str)
+def test_varlen_random_lengths(mix, dtype):
+    gen = torch.Generator().manual_seed(17)
+    B, S, H, Hk, d = 6, 300, 6, 2, 96
+    lens_q = torch.randint(0, S + 1, (B,), generator=gen).tolist()
+    lens_k = torch.randint(1, S + 1, (B,), generator=gen).tolist()
+    lens_q[0] = 0
+    q, k, v = _inputs(B, S, S, H, Hk, d, seed=3)
+    cu = lambda n: torch.tensor([0] + n, device="cuda").cumsum(0).to(torch.int32)
+    unpad = lambda x, n: torch.cat([x[b, :m] for b, m in enumerate(n)])
+
+    def pad(x, n):
+        out = x.new_zeros(B, S, *x.shape[1:])
+        starts = [0] + torch.tensor(n).cumsum(0).tolist()
+        for b, m in enumerate(n):
+            out[b, :m] = x[starts[b]: starts[b] + m]
+        return out
+
+    def run(q, k, v):
+        out, _, probs = flashtile.flash_attn_varlen_func(
+            unpad(q, lens_q), unpad(k, lens_k), unpad(v, lens_k), cu(lens_q), cu(lens_k),
+            S, S, return_attn_probs=True, **mix)
+        return pad(out, lens_q), probs
+
+    masks = [torch.arange(S, device="cuda")[None] < torch.tensor(n, device="cuda")[:, None]
+             for n in (lens_q, lens_k)]
+    check_case(run, q, k, v, dtype=dtype, query_padding_mask=masks[0],
+               key_padding_mask=masks[1], **mix)
+
+
+def test_dropout_rate_and_seed():
+    q, k, v = _inputs(2, 1024, 1024, 8, 8, 64, seed=4)
+    q, k, v = (x.bfloat16() for x in (q, k, v))
+    torch.manual_seed(0)
+    out1, _, probs = flashtile.flash_attn_func(q, k, v, dropout_p=0.17, return_attn_probs=True)
+    assert abs(torch.signbit(probs).float().mean().item() - 0.17) < 0.01
+    torch.manual_seed(0)
+    assert torch.equal(out1, flashtile.flash_attn_func(q, k, v, dropout_p=0.17))
+
+
+@pytest.mark.parametrize("kv_heads", [8, 2])
+def test_deterministic_backward_20_runs(kv_heads):
+    q, k, v = _inputs(2, 1000, 1100, 8, kv_heads, 128, seed=5)
+    q, k, v = (x.bfloat16().requires_grad_() for x in (q, k, v))
+    dout = torch.randn_like(q)
+    first = None
+    for _ in range(20):
+        out = flashtile.flash_attn_func(q, k, v, causal=True, deterministic=True)
+        grads = torch.autograd.grad(out, (q, k, v), dout)
+        if first is None:
+            first = grads
+        assert all(torch.equal(a, b) for a, b in zip(first, grads))
+
+
+def test_fully_masked_rows_no_nan():
+    q, k, v = _inputs(2, 300, 100, 4, 4, 64, seed=6)
+    q, k, v = (x.bfloat16().requires_grad_() for x in (q, k, v))
+    out, lse, _ = flashtile.flash_attn_func(q, k, v, causal=True, return_attn_probs=True)
+    assert torch.equal(out[:, :200], torch.zeros_like(out[:, :200]))
+    assert torch.isinf(lse[:, :, :200]).all() and (lse[:, :, :200] < 0).all()
+    grads = torch.autograd.grad(out, (q, k, v), torch.randn_like(out))
+    assert all(torch.isfinite(g).all() for g in grads)
+
+
+def test_compile_fullgraph_and_opcheck():
+    q, k, v = _inputs(2, 128, 160, 4, 2, 64, seed=8)
+    q, k, v = (x.bfloat16().requires_grad_() for x in (q, k, v))
+    fn = torch.compile(lambda q, k, v: flashtile.flash_attn_func(q, k, v, causal=True),
+                       fullgraph=True)
+    torch.testing.assert_close(fn(q, k, v), flashtile.flash_attn_func(q, k, v, causal=True),
+                               atol=0, rtol=0)
+    fn(q, k, v).sum().backward()
+    from flashtile import autograd
+    args = (q, k, v, None, None, 128, 160, 0.125, -1, 0, 0.0, None, 0.0, None, False,
+            "tf32", False)
+    torch.library.opcheck(autograd.attention_forward, args)
