@@ -1,0 +1,363 @@
+"""FlashAttention-2 backward pass in Triton: three kernels, no atomics.
+
+1. `_bwd_preprocess`: Delta[i] = sum_d dO[i, d] * O[i, d] (fp32, LSE layout).
+2. `_bwd_dkdv_kernel`: one program per (key block, batch * KV head). It keeps K, V
+   and fp32 dK/dV accumulators resident, then for each of the H / Hk query heads
+   of its GQA group streams the Q / dO tiles of the query band that sees its keys.
+   The group's contributions are summed in registers, so dK/dV need no atomics.
+3. `_bwd_dq_kernel`: one program per (query block, batch * head), streaming the
+   K / V tiles of its key band, exactly like the forward pass.
+
+Every output element is produced by one program in a fixed order, so gradients
+are bitwise reproducible. The P tile is recomputed from the stored LSE; masks,
+softcap, ALiBi, dropout and band skipping reuse the forward's helpers.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .common import (LOG2E, band_bounds, dot_precision, dropout_keep, launch_scalars, score_tile,
+                     seq_strides, visible_mask)
+from .config import get_config, padded_head_dim
+from .forward import _seq_bounds
+
+
+@triton.jit
+def _bwd_preprocess(Out, DOut, Delta, CuSeqQ,
+                    stride_ob, stride_os, stride_oh, stride_db, stride_ds, stride_dh,
+                    stride_lb, stride_lh, num_heads, seqlen_q,
+                    HEAD_DIM: tl.constexpr, IS_VARLEN: tl.constexpr,
+                    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // num_heads
+    h = bh % num_heads
+    q_start, sq = _seq_bounds(CuSeqQ, b, seqlen_q, IS_VARLEN)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask = (rows[:, None] < sq) & (offs_d[None, :] < HEAD_DIM)
+    b64 = b.to(tl.int64)
+    o = tl.load(Out + b64 * stride_ob + q_start * stride_os + h * stride_oh
+                + rows[:, None] * stride_os + offs_d[None, :], mask=mask, other=0.0)
+    do = tl.load(DOut + b64 * stride_db + q_start * stride_ds + h * stride_dh
+                 + rows[:, None] * stride_ds + offs_d[None, :], mask=mask, other=0.0)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)  # [BLOCK_M]
+    tl.store(Delta + b64 * stride_lb + h * stride_lh + q_start + rows, delta, mask=rows < sq)
+
+
+@triton.jit
+def _load_row_stats(Lse, Delta, lse_off, rows, seqlen_q):
+    """LSE in log2 units (+inf for rows that saw no key, so P = 0 there) and Delta."""
+    lse = tl.load(Lse + lse_off + rows, mask=rows < seqlen_q, other=float("-inf"))
+    lse2 = tl.where(lse == float("-inf"), float("inf"), lse * LOG2E)
+    delta = tl.load(Delta + lse_off + rows, mask=rows < seqlen_q, other=0.0)
+    return lse2, delta
+
+
+@triton.jit
+def _dkdv_inner(dk, dv, k, v, cols, q_base, do_base, stride_qs, stride_ds, Lse, Delta, lse_off,
+                m_start, m_stop, seqlen_q, seqlen_k, window_left, window_right,
+                score_mul, cap_mul, alibi_mul, seed, bh, max_seqlen_k, dropout_p,
+                HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+                MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
+                HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
+    """Add the query tiles [m_start, m_stop) of one head to dK, dV (transposed tiles)."""
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    diag_offset = seqlen_k - seqlen_q
+    for m in range(m_start, m_stop, BLOCK_M):
+        rows = m + offs_m  # [BLOCK_M] query indices
+        # 1. load Q, dO tiles and the row statistics                  # [BLOCK_M, BLOCK_D]
+        qd_mask = offs_d[None, :] < HEAD_DIM
+        if MASKED:
+            qd_mask = qd_mask & (rows[:, None] < seqlen_q)
+        q = tl.load(q_base + rows[:, None] * stride_qs + offs_d[None, :], mask=qd_mask, other=0.0)
+        do = tl.load(do_base + rows[:, None] * stride_ds + offs_d[None, :], mask=qd_mask,
+                     other=0.0)
+        lse2, delta = _load_row_stats(Lse, Delta, lse_off, rows, seqlen_q)
+        # 2. recompute P^T from the scores and the stored LSE          # [BLOCK_N, BLOCK_M]
+        qk_t = tl.dot(k, tl.trans(q), input_precision=PRECISION)
+        s_t, t_t = score_tile(qk_t, rows[None, :], cols[:, None], diag_offset, score_mul,
+                              cap_mul, alibi_mul, HAS_SOFTCAP, HAS_ALIBI)
+        p_t = tl.exp2(s_t - lse2[None, :])
+        if MASKED:
+            visible = visible_mask(rows[None, :], cols[:, None], seqlen_q, seqlen_k,
+                                   window_left, window_right)
+            p_t = tl.where(visible, p_t, 0.0)
+        # 3. dV += (dropped, rescaled P)^T dO; dP^T = V dO^T
+        dp_t = tl.dot(v, tl.trans(do), input_precision=PRECISION)  # [BLOCK_N, BLOCK_M]
+        if HAS_DROPOUT:
+            keep = dropout_keep(seed, bh, rows[None, :], cols[:, None], max_seqlen_k, dropout_p)
+            inv_keep = 1.0 / (1.0 - dropout_p)
+            pd_t = tl.where(keep, p_t * inv_keep, 0.0)
+            dp_t = tl.where(keep, dp_t * inv_keep, 0.0)
+        else:
+            pd_t = p_t
+        dv = tl.dot(pd_t.to(do.dtype), do, dv, input_precision=PRECISION)
+        # 4. dS^T = P^T (dP^T - Delta), through the softcap's tanh; dK += dS^T Q
+        ds_t = p_t * (dp_t - delta[None, :])
+        if HAS_SOFTCAP:
+            ds_t = ds_t * (1.0 - t_t * t_t)
+        dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=PRECISION)
+    return dk, dv
+
+
+@triton.jit
+def _bwd_dkdv_kernel(Q, K, V, DOut, Lse, Delta, DK, DV, CuSeqQ, CuSeqK, Alibi, Seed,
+                     stride_qb, stride_qs, stride_qh, stride_kb, stride_ks, stride_kh,
+                     stride_vb, stride_vs, stride_vh, stride_db, stride_ds, stride_dh,
+                     stride_dkb, stride_dks, stride_dkh, stride_dvb, stride_dvs, stride_dvh,
+                     stride_lb, stride_lh, stride_ab, stride_ah,
+                     num_heads, kv_heads, kv_group, seqlen_q, seqlen_k, max_seqlen_k,
+                     window_left, window_right, score_mul, cap_mul, grad_scale, dropout_p,
+                     HEAD_DIM: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
+                     HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    pid_n = tl.program_id(0)
+    bhk = tl.program_id(1)
+    b = bhk // kv_heads
+    hk = bhk % kv_heads
+    q_start, sq = _seq_bounds(CuSeqQ, b, seqlen_q, IS_VARLEN)
+    k_start, sk = _seq_bounds(CuSeqK, b, seqlen_k, IS_VARLEN)
+    n0 = pid_n * BLOCK_N
+    if n0 >= sk:
+        return
+
+    cols = n0 + tl.arange(0, BLOCK_N)  # [BLOCK_N] key indices within the item
+    offs_d = tl.arange(0, BLOCK_D)
+    b64 = b.to(tl.int64)
+    kv_mask = (cols[:, None] < sk) & (offs_d[None, :] < HEAD_DIM)  # [BLOCK_N, BLOCK_D]
+    k = tl.load(K + b64 * stride_kb + k_start * stride_ks + hk * stride_kh
+                + cols[:, None] * stride_ks + offs_d[None, :], mask=kv_mask, other=0.0)
+    v = tl.load(V + b64 * stride_vb + k_start * stride_vs + hk * stride_vh
+                + cols[:, None] * stride_vs + offs_d[None, :], mask=kv_mask, other=0.0)
+    seed = 0
+    if HAS_DROPOUT:
+        seed = tl.load(Seed)
+
+    # Query band that sees these keys (mirror image of the forward's key band).
+    last_col = tl.minimum(n0 + BLOCK_N, sk) - 1
+    m_begin, m_full_lo, m_full_hi, m_end = band_bounds(
+        n0, last_col, sq, sq - sk - window_right, sq - sk + window_left, BLOCK_M)
+
+    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    for g in range(0, kv_group):
+        # Each query head of the GQA group adds its share into the same accumulators.
+        h = hk * kv_group + g
+        bh = b * num_heads + h
+        q_base = Q + b64 * stride_qb + q_start * stride_qs + h * stride_qh
+        do_base = DOut + b64 * stride_db + q_start * stride_ds + h * stride_dh
+        lse_off = b64 * stride_lb + h * stride_lh + q_start
+        alibi_mul = 0.0
+        if HAS_ALIBI:
+            alibi_mul = tl.load(Alibi + b * stride_ab + h * stride_ah) * LOG2E
+        dk, dv = _dkdv_inner(
+            dk, dv, k, v, cols, q_base, do_base, stride_qs, stride_ds, Lse, Delta, lse_off,
+            m_begin, m_full_lo, sq, sk, window_left, window_right, score_mul, cap_mul,
+            alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_M, BLOCK_D, True,
+            HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION)
+        dk, dv = _dkdv_inner(
+            dk, dv, k, v, cols, q_base, do_base, stride_qs, stride_ds, Lse, Delta, lse_off,
+            m_full_lo, m_full_hi, sq, sk, window_left, window_right, score_mul, cap_mul,
+            alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_M, BLOCK_D, False,
+            HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION)
+        dk, dv = _dkdv_inner(
+            dk, dv, k, v, cols, q_base, do_base, stride_qs, stride_ds, Lse, Delta, lse_off,
+            m_full_hi, m_end, sq, sk, window_left, window_right, score_mul, cap_mul,
+            alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_M, BLOCK_D, True,
+            HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION)
+
+    # dS was taken w.r.t. the scaled score: the softmax scale is applied once here.
+    dk = dk * grad_scale
+    tl.store(DK + b64 * stride_dkb + k_start * stride_dks + hk * stride_dkh
+             + cols[:, None] * stride_dks + offs_d[None, :], dk.to(DK.dtype.element_ty),
+             mask=kv_mask)
+    tl.store(DV + b64 * stride_dvb + k_start * stride_dvs + hk * stride_dvh
+             + cols[:, None] * stride_dvs + offs_d[None, :], dv.to(DV.dtype.element_ty),
+             mask=kv_mask)
+
+
+@triton.jit
+def _dq_inner(dq, q, do, lse2, delta, rows, k_base, v_base, stride_ks, stride_vs,
+              n_start, n_stop, seqlen_q, seqlen_k, window_left, window_right,
+              score_mul, cap_mul, alibi_mul, seed, bh, max_seqlen_k, dropout_p,
+              HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+              MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
+              HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
+    """Add the key tiles [n_start, n_stop) to dQ."""
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    diag_offset = seqlen_k - seqlen_q
+    for n in range(n_start, n_stop, BLOCK_N):
+        cols = n + offs_n  # [BLOCK_N] key indices
+        # 1. load the K and V tiles                                   # [BLOCK_N, BLOCK_D]
+        kv_mask = offs_d[None, :] < HEAD_DIM
+        if MASKED:
+            kv_mask = kv_mask & (cols[:, None] < seqlen_k)
+        k = tl.load(k_base + cols[:, None] * stride_ks + offs_d[None, :], mask=kv_mask, other=0.0)
+        v = tl.load(v_base + cols[:, None] * stride_vs + offs_d[None, :], mask=kv_mask, other=0.0)
+        # 2. recompute P from the scores and the stored LSE            # [BLOCK_M, BLOCK_N]
+        qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)
+        s, t = score_tile(qk, rows[:, None], cols[None, :], diag_offset, score_mul, cap_mul,
+                          alibi_mul, HAS_SOFTCAP, HAS_ALIBI)
+        p = tl.exp2(s - lse2[:, None])
+        if MASKED:
+            visible = visible_mask(rows[:, None], cols[None, :], seqlen_q, seqlen_k,
+                                   window_left, window_right)
+            p = tl.where(visible, p, 0.0)
+        # 3. dP = dO V^T, through the same dropout mask as the forward
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)  # [BLOCK_M, BLOCK_N]
+        if HAS_DROPOUT:
+            keep = dropout_keep(seed, bh, rows[:, None], cols[None, :], max_seqlen_k, dropout_p)
+            dp = tl.where(keep, dp * (1.0 / (1.0 - dropout_p)), 0.0)
+        # 4. dS = P (dP - Delta), through the softcap's tanh; dQ += dS K
+        ds = p * (dp - delta[:, None])
+        if HAS_SOFTCAP:
+            ds = ds * (1.0 - t * t)
+        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=PRECISION)  # [BLOCK_M, BLOCK_D]
+    return dq
+
+
+@triton.jit
+def _bwd_dq_kernel(Q, K, V, DOut, Lse, Delta, DQ, CuSeqQ, CuSeqK, Alibi, Seed,
+                   stride_qb, stride_qs, stride_qh, stride_kb, stride_ks, stride_kh,
+                   stride_vb, stride_vs, stride_vh, stride_db, stride_ds, stride_dh,
+                   stride_dqb, stride_dqs, stride_dqh, stride_lb, stride_lh, stride_ab, stride_ah,
+                   num_heads, kv_group, seqlen_q, seqlen_k, max_seqlen_k,
+                   window_left, window_right, score_mul, cap_mul, grad_scale, dropout_p,
+                   HEAD_DIM: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
+                   HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // num_heads
+    h = bh % num_heads
+    hk = h // kv_group
+    q_start, sq = _seq_bounds(CuSeqQ, b, seqlen_q, IS_VARLEN)
+    k_start, sk = _seq_bounds(CuSeqK, b, seqlen_k, IS_VARLEN)
+    m0 = pid_m * BLOCK_M
+    if m0 >= sq:
+        return
+
+    rows = m0 + tl.arange(0, BLOCK_M)  # [BLOCK_M] query indices within the item
+    offs_d = tl.arange(0, BLOCK_D)
+    b64 = b.to(tl.int64)
+    row_mask = (rows[:, None] < sq) & (offs_d[None, :] < HEAD_DIM)  # [BLOCK_M, BLOCK_D]
+    q = tl.load(Q + b64 * stride_qb + q_start * stride_qs + h * stride_qh
+                + rows[:, None] * stride_qs + offs_d[None, :], mask=row_mask, other=0.0)
+    do = tl.load(DOut + b64 * stride_db + q_start * stride_ds + h * stride_dh
+                 + rows[:, None] * stride_ds + offs_d[None, :], mask=row_mask, other=0.0)
+    lse2, delta = _load_row_stats(Lse, Delta, b64 * stride_lb + h * stride_lh + q_start, rows, sq)
+    k_base = K + b64 * stride_kb + k_start * stride_ks + hk * stride_kh
+    v_base = V + b64 * stride_vb + k_start * stride_vs + hk * stride_vh
+    alibi_mul = 0.0
+    if HAS_ALIBI:
+        alibi_mul = tl.load(Alibi + b * stride_ab + h * stride_ah) * LOG2E
+    seed = 0
+    if HAS_DROPOUT:
+        seed = tl.load(Seed)
+
+    # Same key band and tile classes as the forward pass.
+    last_row = tl.minimum(m0 + BLOCK_M, sq) - 1
+    n_begin, n_full_lo, n_full_hi, n_end = band_bounds(
+        m0, last_row, sk, sk - sq - window_left, sk - sq + window_right, BLOCK_N)
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    dq = _dq_inner(dq, q, do, lse2, delta, rows, k_base, v_base, stride_ks, stride_vs,
+                   n_begin, n_full_lo, sq, sk, window_left, window_right, score_mul, cap_mul,
+                   alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D,
+                   True, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION)
+    dq = _dq_inner(dq, q, do, lse2, delta, rows, k_base, v_base, stride_ks, stride_vs,
+                   n_full_lo, n_full_hi, sq, sk, window_left, window_right, score_mul, cap_mul,
+                   alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D,
+                   False, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION)
+    dq = _dq_inner(dq, q, do, lse2, delta, rows, k_base, v_base, stride_ks, stride_vs,
+                   n_full_hi, n_end, sq, sk, window_left, window_right, score_mul, cap_mul,
+                   alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D,
+                   True, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION)
+    dq = dq * grad_scale
+    tl.store(DQ + b64 * stride_dqb + q_start * stride_dqs + h * stride_dqh
+             + rows[:, None] * stride_dqs + offs_d[None, :], dq.to(DQ.dtype.element_ty),
+             mask=row_mask)
+
+
+def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                       max_seqlen_k, softmax_scale, window_left, window_right, softcap,
+                       alibi_slopes, dropout_p, seed, deterministic: bool = False,
+                       fp32_precision: str = "tf32"):
+    """Gradients (dq, dk, dv) of attention_forward, shaped and typed like q, k, v.
+
+    ``deterministic`` is accepted for API parity and ignored: these kernels use no
+    atomics, every gradient element is reduced by one program in a fixed order, so
+    results are always bitwise reproducible.
+    """
+    del deterministic
+    varlen = cu_seqlens_q is not None
+    if varlen:
+        batch = cu_seqlens_q.numel() - 1
+        num_heads, head_dim = q.shape[1], q.shape[2]
+        seqlen_q = seqlen_k = 0  # per item, read from cu_seqlens inside the kernels
+        make = torch.zeros  # tokens past cu_seqlens[-1] (if any) get zero gradients
+    else:
+        batch, seqlen_q, num_heads, head_dim = q.shape
+        seqlen_k = k.shape[1]
+        make = torch.empty
+    kv_heads = k.shape[-2]
+    dq = make(q.shape, dtype=q.dtype, device=q.device)
+    dk = make(k.shape, dtype=k.dtype, device=k.device)
+    dv = make(v.shape, dtype=v.dtype, device=v.device)
+    lse = lse.contiguous()  # a no-op for the forward's own lse
+    delta = torch.zeros_like(lse)  # fp32, same layout as lse
+    stride_lb, stride_lh = (0, lse.stride(0)) if varlen else (lse.stride(0), lse.stride(1))
+
+    scalars = launch_scalars(softmax_scale=softmax_scale, softcap=softcap,
+                             window_left=window_left, window_right=window_right,
+                             max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k)
+    has_alibi = alibi_slopes is not None
+    has_dropout = dropout_p > 0.0
+    alibi = alibi_slopes if has_alibi else lse  # placeholders are never read
+    seed_t = seed if has_dropout else lse
+    stride_ab, stride_ah = alibi_slopes.stride() if has_alibi else (0, 0)
+    cu_q = cu_seqlens_q if varlen else lse
+    cu_k = cu_seqlens_k if varlen else lse
+    block_d = padded_head_dim(head_dim)
+    if batch == 0 or num_heads == 0:
+        return dq.zero_(), dk.zero_(), dv.zero_()
+
+    # 1. Delta = rowsum(dO * O)
+    cfg = get_config("bwd_pre", head_dim, q.dtype)
+    if max_seqlen_q > 0:
+        _bwd_preprocess[(triton.cdiv(max_seqlen_q, cfg.block_m), batch * num_heads)](
+            out, dout, delta, cu_q, *seq_strides(out, varlen), *seq_strides(dout, varlen),
+            stride_lb, stride_lh, num_heads, seqlen_q, HEAD_DIM=head_dim, IS_VARLEN=varlen,
+            BLOCK_M=cfg.block_m, BLOCK_D=block_d, num_warps=cfg.num_warps,
+            num_stages=cfg.num_stages)
+
+    common = dict(max_seqlen_k=max_seqlen_k, grad_scale=softmax_scale, dropout_p=dropout_p,
+                  HEAD_DIM=head_dim, IS_VARLEN=varlen, HAS_ALIBI=has_alibi,
+                  HAS_DROPOUT=has_dropout, PRECISION=dot_precision(q.dtype, fp32_precision),
+                  BLOCK_D=block_d, **scalars)
+    strides_in = (*seq_strides(q, varlen), *seq_strides(k, varlen), *seq_strides(v, varlen),
+                  *seq_strides(dout, varlen))
+    # 2. dK, dV: one program per (key block, batch * KV head)
+    cfg = get_config("bwd_dkdv", head_dim, q.dtype)
+    if max_seqlen_k > 0:
+        _bwd_dkdv_kernel[(triton.cdiv(max_seqlen_k, cfg.block_n), batch * kv_heads)](
+            q, k, v, dout, lse, delta, dk, dv, cu_q, cu_k, alibi, seed_t, *strides_in,
+            *seq_strides(dk, varlen), *seq_strides(dv, varlen), stride_lb, stride_lh,
+            stride_ab, stride_ah, num_heads, kv_heads, num_heads // kv_heads, seqlen_q, seqlen_k,
+            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps,
+            num_stages=cfg.num_stages, **common)
+    # 3. dQ: one program per (query block, batch * head)
+    cfg = get_config("bwd_dq", head_dim, q.dtype)
+    if max_seqlen_q > 0:
+        _bwd_dq_kernel[(triton.cdiv(max_seqlen_q, cfg.block_m), batch * num_heads)](
+            q, k, v, dout, lse, delta, dq, cu_q, cu_k, alibi, seed_t, *strides_in,
+            *seq_strides(dq, varlen), stride_lb, stride_lh, stride_ab, stride_ah,
+            num_heads, num_heads // kv_heads, seqlen_q, seqlen_k,
+            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps,
+            num_stages=cfg.num_stages, **common)
+    return dq, dk, dv

@@ -1,0 +1,145 @@
+"""Pieces shared by the forward and backward kernels, written once.
+
+Device side (``@triton.jit``):
+
+* `score_tile`      raw Q.K^T tile -> scores in log2 units (scale, softcap, ALiBi)
+* `visible_mask`    bottom-right aligned causal / local window + sequence bounds
+* `dropout_keep`    Philox keep mask, reproducible between forward and backward
+* `band_bounds`     which tiles of the other axis a tile must visit, split into
+                    boundary tiles (need masking) and interior tiles (do not)
+* `tanh_exp2`       tanh written with exp2 (no libdevice needed)
+
+The helpers take query and key indices as broadcastable tensors (``[BM, 1]`` and
+``[1, BN]`` for a Q x K tile, ``[1, BM]`` and ``[BN, 1]`` for a transposed K x Q
+tile), so the same code serves both orientations.
+
+Host side: `seq_strides` and `launch_scalars` turn the launcher arguments into
+kernel arguments the same way for every pass.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)  # log2(e)
+LN2: tl.constexpr = tl.constexpr(0.6931471805599453)  # ln(2)
+
+
+@triton.jit
+def tanh_exp2(x):
+    """tanh(x) = 1 - 2 / (exp(2x) + 1); exp2 -> inf or 0 gives exactly +1 / -1."""
+    return 1.0 - 2.0 / (tl.exp2(x * (2.0 * LOG2E)) + 1.0)
+
+
+@triton.jit
+def score_tile(qk, q_idx, k_idx, diag_offset, score_mul, cap_mul, alibi_mul,
+               HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr):
+    """Turn a raw fp32 dot-product tile into scores in log2 units.
+
+    Without softcap: s = qk * scale * log2(e)            (score_mul = scale*log2e)
+    With softcap:    t = tanh(qk * scale / cap)           (score_mul = scale/cap)
+                     s = cap * log2(e) * t                (cap_mul = cap*log2e)
+    ALiBi then adds -slope * log2(e) * |i + sk - sq - j|  (alibi_mul = slope*log2e).
+    Returns (s, t); t (needed by the softcap gradient) is qk when there is no softcap.
+    """
+    if HAS_SOFTCAP:
+        t = tanh_exp2(qk * score_mul)
+        s = t * cap_mul
+    else:
+        t = qk
+        s = qk * score_mul
+    if HAS_ALIBI:
+        dist = q_idx + diag_offset - k_idx  # signed distance to the diagonal
+        s = s - alibi_mul * tl.abs(dist).to(tl.float32)
+    return s, t
+
+
+@triton.jit
+def visible_mask(q_idx, k_idx, seqlen_q, seqlen_k, window_left, window_right):
+    """True where query q_idx sees key k_idx (bottom-right aligned window).
+
+    Unbounded window sides arrive as a sentinel larger than any distance, so the
+    same comparisons serve causal, local and full attention.
+    """
+    diag = q_idx + (seqlen_k - seqlen_q)  # key index on the query's diagonal
+    inside = (k_idx >= diag - window_left) & (k_idx <= diag + window_right)
+    return inside & (k_idx < seqlen_k) & (q_idx < seqlen_q)
+
+
+@triton.jit
+def dropout_keep(seed, bh, q_idx, k_idx, max_seqlen_k, dropout_p):
+    """Keep mask of element (b, h, i, j): Philox uniform >= dropout_p.
+
+    Philox(key = seed, counter = (i * max_seqlen_k + j, b * H + h, 0, 0)): each
+    (batch, head) has its own stream, so the in-stream position needs only 32 bits
+    (wrapping int32 arithmetic read as uint32: the position mod 2^32).
+    """
+    pos = (q_idx * max_seqlen_k + k_idx).to(tl.uint32)
+    zero = pos * 0
+    rnd, _, _, _ = tl.philox(seed, pos, zero + bh.to(tl.uint32), zero, zero)
+    return tl.uint_to_uniform_float(rnd) >= dropout_p
+
+
+@triton.jit
+def band_bounds(a_first, a_last, len_b, lo_shift, hi_shift, BLOCK: tl.constexpr):
+    """Tiles of axis b that rows a_first..a_last of axis a must visit.
+
+    Element (a, b) is visible iff a + lo_shift <= b <= a + hi_shift and
+    0 <= b < len_b (forward / dQ: a = query, b = key, lo_shift = sk - sq - left,
+    hi_shift = sk - sq + right; dK/dV: a = key, b = query, the shifts mirrored).
+    Returns (begin, full_lo, full_hi, end): visit tiles starting in [begin, end);
+    those in [full_lo, full_hi) are visible for every (a, b) pair and need no
+    mask; tiles outside the band are skipped entirely.
+    """
+    # b range touched by at least one a of the tile
+    lo = tl.maximum(a_first + lo_shift, 0)
+    end = tl.maximum(tl.minimum(a_last + hi_shift + 1, len_b), lo)
+    begin = tl.where(lo < end, (lo // BLOCK) * BLOCK, end)  # empty band: visit nothing
+    # b range visible to every a of the tile, rounded inwards to whole tiles
+    full_lo = tl.maximum(a_last + lo_shift, 0)
+    full_hi = tl.maximum(tl.minimum(a_first + hi_shift + 1, len_b), 0)
+    full_lo = tl.maximum(tl.minimum(tl.cdiv(full_lo, BLOCK) * BLOCK, end), begin)
+    full_hi = tl.maximum((full_hi // BLOCK) * BLOCK, full_lo)
+    return begin, full_lo, full_hi, end
+
+
+# ----------------------------------------------------------------------------
+# Host side
+# ----------------------------------------------------------------------------
+
+def seq_strides(x: torch.Tensor, varlen: bool) -> tuple[int, int, int]:
+    """(batch, sequence, head) strides in elements of a (B, S, H, D) or (T, H, D) tensor."""
+    if varlen:
+        return 0, x.stride(0), x.stride(1)
+    return x.stride(0), x.stride(1), x.stride(2)
+
+
+def launch_scalars(*, softmax_scale: float, softcap: float, window_left: int,
+                   window_right: int, max_seqlen_q: int, max_seqlen_k: int) -> dict:
+    """Scalar kernel arguments shared by every pass (see `score_tile`)."""
+    log2e = 1.0 / math.log(2.0)
+    unbounded = max_seqlen_q + max_seqlen_k + 1  # wider than any |i + sk - sq - j|
+    if softcap > 0:
+        score_mul, cap_mul = softmax_scale / softcap, softcap * log2e
+    else:
+        score_mul, cap_mul = softmax_scale * log2e, 0.0
+    return dict(
+        score_mul=score_mul,
+        cap_mul=cap_mul,
+        window_left=window_left if window_left >= 0 else unbounded,
+        window_right=window_right if window_right >= 0 else unbounded,
+        HAS_SOFTCAP=softcap > 0,
+    )
+
+
+def dot_precision(dtype: torch.dtype, fp32_precision: str) -> str:
+    """input_precision for tl.dot: only fp32 inputs have a choice (tf32 / ieee)."""
+    if dtype == torch.float32:
+        if fp32_precision not in ("tf32", "ieee"):
+            raise ValueError(f"fp32_precision must be 'tf32' or 'ieee', got {fp32_precision!r}")
+        return fp32_precision
+    return "tf32"

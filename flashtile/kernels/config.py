@@ -1,0 +1,105 @@
+"""Launch configurations for the flashtile Triton kernels: one table, no autotuning.
+
+A configuration is looked up by
+
+* the pass: ``"fwd"`` (forward, also used by the probs kernel), ``"bwd_dkdv"``
+  (dK/dV, one program per key block), ``"bwd_dq"`` (dQ, one program per query
+  block) and ``"bwd_pre"`` (Delta = rowsum(dO * O));
+* ``block_d``: the head dim padded to a power of two (at least 16);
+* the dtype class: ``"16bit"`` (fp16 / bf16) or ``"fp32"`` (twice the bytes per
+  element, so smaller tiles keep shared memory and registers in budget);
+* whether Triton runs in its interpreter (``TRITON_INTERPRET=1``): there every
+  pass uses 16x16 tiles, which is what keeps the CPU tests fast and makes even
+  tiny test shapes cross several block boundaries.
+
+``block_m`` always counts queries and ``block_n`` keys. The GPU rows target
+Hopper (H100 / H200): 128-row query tiles for the forward and dQ passes, 128-key
+tiles for dK/dV where registers allow, fewer rows as the head dim grows. The
+16-bit rows for head dims 64, 128 and 256 were picked by timing a handful of
+candidates per pass on an H200 (bf16, B*H = 64 or 32, seqlen 4096); the other
+rows follow them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    block_m: int  # queries per tile
+    block_n: int  # keys per tile
+    num_warps: int
+    num_stages: int
+
+
+def interpreter_active() -> bool:
+    """True when Triton executes kernels in its Python interpreter."""
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
+
+
+def padded_head_dim(head_dim: int) -> int:
+    """Head dim rounded up to a power of two, at least 16 (tl.dot's minimum)."""
+    return max(16, 1 << (head_dim - 1).bit_length())
+
+
+def _dtype_class(dtype: torch.dtype) -> str:
+    return "fp32" if dtype == torch.float32 else "16bit"
+
+
+_C = KernelConfig
+# (pass, dtype class, block_d) -> config. block_d is 16, 32, 64, 128 or 256.
+_GPU_TABLE: dict[tuple[str, str, int], KernelConfig] = {
+    # forward: a Q tile stays in registers while K/V tiles stream through
+    ("fwd", "16bit", 16): _C(128, 64, 4, 3),
+    ("fwd", "16bit", 32): _C(128, 64, 4, 3),
+    ("fwd", "16bit", 64): _C(128, 64, 4, 3),
+    ("fwd", "16bit", 128): _C(128, 64, 8, 3),
+    ("fwd", "16bit", 256): _C(128, 64, 8, 2),
+    ("fwd", "fp32", 16): _C(64, 64, 4, 2),
+    ("fwd", "fp32", 32): _C(64, 64, 4, 2),
+    ("fwd", "fp32", 64): _C(64, 32, 4, 2),
+    ("fwd", "fp32", 128): _C(64, 32, 4, 2),
+    ("fwd", "fp32", 256): _C(32, 32, 4, 1),
+    # dK/dV: K, V and two fp32 accumulators stay resident while Q/dO stream through
+    ("bwd_dkdv", "16bit", 16): _C(32, 128, 4, 3),
+    ("bwd_dkdv", "16bit", 32): _C(32, 128, 4, 3),
+    ("bwd_dkdv", "16bit", 64): _C(32, 128, 4, 3),
+    ("bwd_dkdv", "16bit", 128): _C(64, 128, 8, 2),
+    ("bwd_dkdv", "16bit", 256): _C(32, 32, 4, 2),
+    ("bwd_dkdv", "fp32", 16): _C(32, 64, 4, 2),
+    ("bwd_dkdv", "fp32", 32): _C(32, 64, 4, 2),
+    ("bwd_dkdv", "fp32", 64): _C(32, 64, 4, 2),
+    ("bwd_dkdv", "fp32", 128): _C(32, 64, 8, 1),
+    ("bwd_dkdv", "fp32", 256): _C(16, 32, 8, 1),
+    # dQ: Q, dO and one fp32 accumulator stay resident while K/V stream through
+    ("bwd_dq", "16bit", 16): _C(64, 64, 4, 3),
+    ("bwd_dq", "16bit", 32): _C(64, 64, 4, 3),
+    ("bwd_dq", "16bit", 64): _C(64, 64, 4, 3),
+    ("bwd_dq", "16bit", 128): _C(64, 64, 4, 2),
+    ("bwd_dq", "16bit", 256): _C(64, 32, 4, 2),
+    ("bwd_dq", "fp32", 16): _C(64, 32, 4, 2),
+    ("bwd_dq", "fp32", 32): _C(64, 32, 4, 2),
+    ("bwd_dq", "fp32", 64): _C(64, 32, 4, 2),
+    ("bwd_dq", "fp32", 128): _C(64, 32, 8, 1),
+    ("bwd_dq", "fp32", 256): _C(32, 32, 8, 1),
+}
+# Delta = rowsum(dO * O) is a memory-bound row reduction: same for every dtype
+for _d in (16, 32, 64, 128, 256):
+    for _cls in ("16bit", "fp32"):
+        _GPU_TABLE[("bwd_pre", _cls, _d)] = _C(128 if _d <= 64 else 64, 0, 4, 1)
+
+_INTERPRETER_CONFIG = KernelConfig(16, 16, 1, 1)
+
+
+def get_config(pass_name: str, head_dim: int, dtype: torch.dtype) -> KernelConfig:
+    """The launch configuration of ``pass_name`` for this head dim and dtype."""
+    block_d = padded_head_dim(head_dim)
+    if block_d > 256:
+        raise ValueError(f"head dim {head_dim} > 256 is not supported by the Triton kernels")
+    if interpreter_active():
+        return _INTERPRETER_CONFIG
+    return _GPU_TABLE[(pass_name, _dtype_class(dtype), block_d)]

@@ -1,0 +1,268 @@
+"""FlashAttention-2 forward pass in Triton, plus the kernel behind return_attn_probs.
+
+One program owns one (query block, batch * head) pair: it keeps its Q tile and an
+fp32 output accumulator in registers, streams the K/V tiles of the key band that
+its rows can see (tiles outside the causal / local window are never loaded),
+maintains the running max and normaliser of an online softmax in base 2, and
+writes O and the natural-log LSE exactly once.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .common import (LN2, LOG2E, band_bounds, dot_precision, dropout_keep, launch_scalars,
+                     score_tile, seq_strides, visible_mask)
+from .config import get_config, padded_head_dim
+
+
+@triton.jit
+def _seq_bounds(cu_seqlens, b, dense_len, IS_VARLEN: tl.constexpr):
+    """(first token of item b, its length): from cu_seqlens (varlen) or dense."""
+    if IS_VARLEN:
+        start = tl.load(cu_seqlens + b)
+        length = tl.load(cu_seqlens + b + 1) - start
+        start = start.to(tl.int64)
+    else:
+        start = 0
+        length = dense_len
+    return start, length
+
+
+@triton.jit
+def _fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_ks, stride_vs, rows, n_start, n_stop,
+               seqlen_q, seqlen_k, window_left, window_right, score_mul, cap_mul, alibi_mul,
+               seed, bh, max_seqlen_k, dropout_p,
+               HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+               MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
+               HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
+    """Fold key tiles [n_start, n_stop) into the running (acc, l_i, m_i).
+
+    MASKED tiles straddle a window edge or the end of the keys; the others are
+    fully visible to every row and skip the mask entirely.
+    """
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    diag_offset = seqlen_k - seqlen_q
+    for n in range(n_start, n_stop, BLOCK_N):
+        cols = n + offs_n  # [BLOCK_N] key indices
+        # 1. load the K and V tiles                                   # [BLOCK_N, BLOCK_D]
+        kv_mask = offs_d[None, :] < HEAD_DIM
+        if MASKED:
+            kv_mask = kv_mask & (cols[:, None] < seqlen_k)
+        k = tl.load(k_base + cols[:, None] * stride_ks + offs_d[None, :], mask=kv_mask, other=0.0)
+        v = tl.load(v_base + cols[:, None] * stride_vs + offs_d[None, :], mask=kv_mask, other=0.0)
+        # 2. scores of this tile in log2 units                         # [BLOCK_M, BLOCK_N]
+        qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)
+        s, _ = score_tile(qk, rows[:, None], cols[None, :], diag_offset, score_mul, cap_mul,
+                          alibi_mul, HAS_SOFTCAP, HAS_ALIBI)
+        if MASKED:
+            visible = visible_mask(rows[:, None], cols[None, :], seqlen_q, seqlen_k,
+                                   window_left, window_right)
+            s = tl.where(visible, s, float("-inf"))
+        # 3. online softmax: new running max, rescale what was accumulated so far
+        m_new = tl.maximum(m_i, tl.max(s, 1))  # [BLOCK_M]
+        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # all-masked rows stay at 0
+        alpha = tl.exp2(m_i - m_ref)
+        p = tl.exp2(s - m_ref[:, None])  # [BLOCK_M, BLOCK_N]
+        l_i = l_i * alpha + tl.sum(p, 1)  # the normaliser counts dropped entries too
+        # 4. dropout zeroes entries of P (the 1 / (1 - p) is applied at the end)
+        if HAS_DROPOUT:
+            keep = dropout_keep(seed, bh, rows[:, None], cols[None, :], max_seqlen_k, dropout_p)
+            p = tl.where(keep, p, 0.0)
+        # 5. acc <- alpha * acc + P V                                  # [BLOCK_M, BLOCK_D]
+        acc = acc * alpha[:, None]
+        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PRECISION)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed,
+                stride_qb, stride_qs, stride_qh, stride_kb, stride_ks, stride_kh,
+                stride_vb, stride_vs, stride_vh, stride_ob, stride_os, stride_oh,
+                stride_lb, stride_lh, stride_ab, stride_ah,
+                num_heads, kv_group, seqlen_q, seqlen_k, max_seqlen_k,
+                window_left, window_right, score_mul, cap_mul, dropout_p,
+                HEAD_DIM: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
+                HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // num_heads
+    h = bh % num_heads
+    hk = h // kv_group  # GQA: consecutive query heads share one KV head
+    q_start, sq = _seq_bounds(CuSeqQ, b, seqlen_q, IS_VARLEN)
+    k_start, sk = _seq_bounds(CuSeqK, b, seqlen_k, IS_VARLEN)
+    m0 = pid_m * BLOCK_M
+    if m0 >= sq:  # varlen: this item has fewer queries than max_seqlen_q
+        return
+
+    rows = m0 + tl.arange(0, BLOCK_M)  # [BLOCK_M] query indices within the item
+    offs_d = tl.arange(0, BLOCK_D)
+    b64 = b.to(tl.int64)
+    q_base = Q + b64 * stride_qb + q_start * stride_qs + h * stride_qh
+    k_base = K + b64 * stride_kb + k_start * stride_ks + hk * stride_kh
+    v_base = V + b64 * stride_vb + k_start * stride_vs + hk * stride_vh
+    row_mask = (rows[:, None] < sq) & (offs_d[None, :] < HEAD_DIM)  # [BLOCK_M, BLOCK_D]
+    q = tl.load(q_base + rows[:, None] * stride_qs + offs_d[None, :], mask=row_mask, other=0.0)
+
+    alibi_mul = 0.0
+    if HAS_ALIBI:
+        alibi_mul = tl.load(Alibi + b * stride_ab + h * stride_ah) * LOG2E
+    seed = 0
+    if HAS_DROPOUT:
+        seed = tl.load(Seed)
+
+    # Key band of these rows: masked edge tiles, unmasked interior, masked edge tiles.
+    last_row = tl.minimum(m0 + BLOCK_M, sq) - 1
+    n_begin, n_full_lo, n_full_hi, n_end = band_bounds(
+        m0, last_row, sk, sk - sq - window_left, sk - sq + window_right, BLOCK_N)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max (log2 units)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running normaliser
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    acc, l_i, m_i = _fwd_inner(
+        acc, l_i, m_i, q, k_base, v_base, stride_ks, stride_vs, rows, n_begin, n_full_lo,
+        sq, sk, window_left, window_right, score_mul, cap_mul, alibi_mul, seed, bh,
+        max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D, True, HAS_SOFTCAP, HAS_ALIBI,
+        HAS_DROPOUT, PRECISION)
+    acc, l_i, m_i = _fwd_inner(
+        acc, l_i, m_i, q, k_base, v_base, stride_ks, stride_vs, rows, n_full_lo, n_full_hi,
+        sq, sk, window_left, window_right, score_mul, cap_mul, alibi_mul, seed, bh,
+        max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D, False, HAS_SOFTCAP, HAS_ALIBI,
+        HAS_DROPOUT, PRECISION)
+    acc, l_i, m_i = _fwd_inner(
+        acc, l_i, m_i, q, k_base, v_base, stride_ks, stride_vs, rows, n_full_hi, n_end,
+        sq, sk, window_left, window_right, score_mul, cap_mul, alibi_mul, seed, bh,
+        max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D, True, HAS_SOFTCAP, HAS_ALIBI,
+        HAS_DROPOUT, PRECISION)
+
+    # Epilogue: normalise once; rows that saw no key get out = 0 and LSE = -inf.
+    empty = l_i == 0.0
+    inv_l = 1.0 / tl.where(empty, 1.0, l_i)
+    if HAS_DROPOUT:
+        inv_l = inv_l / (1.0 - dropout_p)
+    out = acc * inv_l[:, None]
+    lse = tl.where(empty, float("-inf"), (m_i + tl.log2(tl.where(empty, 1.0, l_i))) * LN2)
+    o_base = Out + b64 * stride_ob + q_start * stride_os + h * stride_oh
+    tl.store(o_base + rows[:, None] * stride_os + offs_d[None, :], out.to(Out.dtype.element_ty),
+             mask=row_mask)
+    lse_base = Lse + b64 * stride_lb + h * stride_lh + q_start
+    tl.store(lse_base + rows, lse, mask=rows < sq)
+
+
+@triton.jit
+def _probs_kernel(Q, K, Lse, Probs, CuSeqQ, CuSeqK, Alibi, Seed,
+                  stride_qb, stride_qs, stride_qh, stride_kb, stride_ks, stride_kh,
+                  stride_lb, stride_lh, stride_pbh, stride_pm, stride_ab, stride_ah,
+                  num_heads, kv_group, seqlen_q, seqlen_k, max_seqlen_k,
+                  window_left, window_right, score_mul, cap_mul, dropout_p,
+                  HEAD_DIM: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
+                  HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Probs[b, h, i, j] = softmax probability (before dropout), negated where dropout
+    drops the element, 0 where masked. A debugging aid: it visits every key tile
+    of the padded (max_seqlen_q, max_seqlen_k) matrix, which starts zeroed."""
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // num_heads
+    h = bh % num_heads
+    hk = h // kv_group
+    q_start, sq = _seq_bounds(CuSeqQ, b, seqlen_q, IS_VARLEN)
+    k_start, sk = _seq_bounds(CuSeqK, b, seqlen_k, IS_VARLEN)
+    m0 = pid_m * BLOCK_M
+    if m0 >= sq:
+        return
+    rows = m0 + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    b64 = b.to(tl.int64)
+    q_base = Q + b64 * stride_qb + q_start * stride_qs + h * stride_qh
+    k_base = K + b64 * stride_kb + k_start * stride_ks + hk * stride_kh
+    q = tl.load(q_base + rows[:, None] * stride_qs + offs_d[None, :],
+                mask=(rows[:, None] < sq) & (offs_d[None, :] < HEAD_DIM), other=0.0)
+    lse = tl.load(Lse + b64 * stride_lb + h * stride_lh + q_start + rows, mask=rows < sq,
+                  other=float("-inf"))
+    lse2 = tl.where(lse == float("-inf"), float("inf"), lse * LOG2E)  # exp2(s - inf) = 0
+    alibi_mul = 0.0
+    if HAS_ALIBI:
+        alibi_mul = tl.load(Alibi + b * stride_ab + h * stride_ah) * LOG2E
+    seed = 0
+    if HAS_DROPOUT:
+        seed = tl.load(Seed)
+    p_base = Probs + bh.to(tl.int64) * stride_pbh
+    for n in range(0, sk, BLOCK_N):
+        cols = n + offs_n
+        k = tl.load(k_base + cols[:, None] * stride_ks + offs_d[None, :],
+                    mask=(cols[:, None] < sk) & (offs_d[None, :] < HEAD_DIM), other=0.0)
+        qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # [BLOCK_M, BLOCK_N]
+        s, _ = score_tile(qk, rows[:, None], cols[None, :], sk - sq, score_mul, cap_mul,
+                          alibi_mul, HAS_SOFTCAP, HAS_ALIBI)
+        visible = visible_mask(rows[:, None], cols[None, :], sq, sk, window_left, window_right)
+        p = tl.exp2(s - lse2[:, None])
+        if HAS_DROPOUT:
+            keep = dropout_keep(seed, bh, rows[:, None], cols[None, :], max_seqlen_k, dropout_p)
+            p = tl.where(keep, p, -p)  # flash_attn's convention: negative = dropped
+        p = tl.where(visible, p, 0.0)
+        tl.store(p_base + rows[:, None] * stride_pm + cols[None, :], p,
+                 mask=(rows[:, None] < sq) & (cols[None, :] < sk))
+
+
+def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                      softmax_scale: float, window_left: int, window_right: int, softcap: float,
+                      alibi_slopes, dropout_p: float, seed, return_probs: bool,
+                      fp32_precision: str = "tf32"):
+    """Run the forward kernel; returns (out, lse, probs or None). See the package doc."""
+    varlen = cu_seqlens_q is not None
+    if varlen:
+        total_q, num_heads, head_dim = q.shape
+        batch = cu_seqlens_q.numel() - 1
+        out = torch.zeros(q.shape, dtype=q.dtype, device=q.device)
+        lse = torch.full((num_heads, total_q), float("-inf"), dtype=torch.float32, device=q.device)
+        stride_lb, stride_lh = 0, lse.stride(0)
+        seqlen_q = seqlen_k = 0  # per item, read from cu_seqlens inside the kernel
+    else:
+        batch, seqlen_q, num_heads, head_dim = q.shape
+        seqlen_k = k.shape[1]
+        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        lse = torch.empty((batch, num_heads, seqlen_q), dtype=torch.float32, device=q.device)
+        stride_lb, stride_lh = lse.stride(0), lse.stride(1)
+    kv_heads = k.shape[-2]
+    cfg = get_config("fwd", head_dim, q.dtype)
+    scalars = launch_scalars(softmax_scale=softmax_scale, softcap=softcap,
+                             window_left=window_left, window_right=window_right,
+                             max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k)
+    has_alibi = alibi_slopes is not None
+    has_dropout = dropout_p > 0.0
+    alibi = alibi_slopes if has_alibi else lse  # placeholders are never read
+    seed_t = seed if has_dropout else lse
+    stride_ab, stride_ah = alibi_slopes.stride() if has_alibi else (0, 0)
+    cu_q = cu_seqlens_q if varlen else lse
+    cu_k = cu_seqlens_k if varlen else lse
+    flags = dict(HEAD_DIM=head_dim, IS_VARLEN=varlen, HAS_ALIBI=has_alibi,
+                 HAS_DROPOUT=has_dropout, PRECISION=dot_precision(q.dtype, fp32_precision),
+                 BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=padded_head_dim(head_dim))
+    shared = dict(num_heads=num_heads, kv_group=num_heads // kv_heads, seqlen_q=seqlen_q,
+                  seqlen_k=seqlen_k, max_seqlen_k=max_seqlen_k, dropout_p=dropout_p, **scalars)
+    grid = (triton.cdiv(max_seqlen_q, cfg.block_m), batch * num_heads)
+    if grid[0] > 0 and grid[1] > 0:
+        _fwd_kernel[grid](
+            q, k, v, out, lse, cu_q, cu_k, alibi, seed_t,
+            *seq_strides(q, varlen), *seq_strides(k, varlen), *seq_strides(v, varlen),
+            *seq_strides(out, varlen), stride_lb, stride_lh, stride_ab, stride_ah,
+            **shared, **flags, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+
+    probs = None
+    if return_probs:
+        probs = torch.zeros((batch, num_heads, max_seqlen_q, max_seqlen_k), dtype=torch.float32,
+                            device=q.device)
+        if grid[0] > 0 and grid[1] > 0:
+            _probs_kernel[grid](
+                q, k, lse, probs, cu_q, cu_k, alibi, seed_t,
+                *seq_strides(q, varlen), *seq_strides(k, varlen), stride_lb, stride_lh,
+                probs.stride(1), probs.stride(2), stride_ab, stride_ah,
+                **shared, **flags, num_warps=cfg.num_warps, num_stages=1)
+    return out, lse, probs
