@@ -489,3 +489,35 @@ def test_config_table():
                 assert pass_name == "bwd_pre" or cfg.block_n >= 16
     with pytest.raises(ValueError):
         config.get_config("fwd", 257, torch.float16)
+
+
+# ---------------------------------------------------------------- public switch
+
+
+def test_public_api_routes_to_triton(monkeypatch):
+    """FLASHTILE_BACKEND=triton sends CPU tensors through the kernels when the
+    interpreter is on: the custom op's implementation must be flashtile.kernels."""
+    import flashtile
+    from accuracy import check_case
+    from flashtile import backend, kernels
+
+    monkeypatch.setenv("FLASHTILE_BACKEND", "triton")
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert backend.implementation(device) is kernels
+    calls = []
+    real = kernels.attention_forward
+    monkeypatch.setattr(kernels, "attention_forward",
+                        lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, n, h, 40, generator=gen).to(device)
+               for n, h in ((37, 4), (53, 2), (53, 2)))
+
+    def run(q, k, v):
+        out, _, probs = flashtile.flash_attn_func(q, k, v, causal=True, softcap=5.0,
+                                                  return_attn_probs=True)
+        return out, probs
+
+    check_case(run, q, k, v, dtype=torch.float16, causal=True, softcap=5.0)
+    assert calls, "the Triton launcher was not called"

@@ -19,8 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (LOG2E, band_bounds, dot_precision, dropout_keep, launch_scalars, score_tile,
-                     seq_strides, visible_mask)
+from .common import (LOG2E, band_bounds, dot_precision, dropout_keep, launch_scalars, load_tile,
+                     probs_tile, seq_strides, store_tile)
 from .config import get_config, padded_head_dim
 from .forward import _seq_bounds
 
@@ -67,26 +67,17 @@ def _dkdv_inner(dk, dv, k, v, cols, q_base, do_base, stride_qs, stride_ds, Lse, 
     """Add the query tiles [m_start, m_stop) of one head to dK, dV (transposed tiles)."""
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    diag_offset = seqlen_k - seqlen_q
     for m in range(m_start, m_stop, BLOCK_M):
         rows = m + offs_m  # [BLOCK_M] query indices
         # 1. load Q, dO tiles and the row statistics                  # [BLOCK_M, BLOCK_D]
-        qd_mask = offs_d[None, :] < HEAD_DIM
-        if MASKED:
-            qd_mask = qd_mask & (rows[:, None] < seqlen_q)
-        q = tl.load(q_base + rows[:, None] * stride_qs + offs_d[None, :], mask=qd_mask, other=0.0)
-        do = tl.load(do_base + rows[:, None] * stride_ds + offs_d[None, :], mask=qd_mask,
-                     other=0.0)
+        q = load_tile(q_base, stride_qs, rows, offs_d, seqlen_q, HEAD_DIM, MASKED)
+        do = load_tile(do_base, stride_ds, rows, offs_d, seqlen_q, HEAD_DIM, MASKED)
         lse2, delta = _load_row_stats(Lse, Delta, lse_off, rows, seqlen_q)
         # 2. recompute P^T from the scores and the stored LSE          # [BLOCK_N, BLOCK_M]
         qk_t = tl.dot(k, tl.trans(q), input_precision=PRECISION)
-        s_t, t_t = score_tile(qk_t, rows[None, :], cols[:, None], diag_offset, score_mul,
-                              cap_mul, alibi_mul, HAS_SOFTCAP, HAS_ALIBI)
-        p_t = tl.exp2(s_t - lse2[None, :])
-        if MASKED:
-            visible = visible_mask(rows[None, :], cols[:, None], seqlen_q, seqlen_k,
-                                   window_left, window_right)
-            p_t = tl.where(visible, p_t, 0.0)
+        p_t, t_t = probs_tile(qk_t, rows[None, :], cols[:, None], lse2[None, :], seqlen_q,
+                              seqlen_k, window_left, window_right, score_mul, cap_mul,
+                              alibi_mul, HAS_SOFTCAP, HAS_ALIBI, MASKED)
         # 3. dV += (dropped, rescaled P)^T dO; dP^T = V dO^T
         dp_t = tl.dot(v, tl.trans(do), input_precision=PRECISION)  # [BLOCK_N, BLOCK_M]
         if HAS_DROPOUT:
@@ -129,11 +120,10 @@ def _bwd_dkdv_kernel(Q, K, V, DOut, Lse, Delta, DK, DV, CuSeqQ, CuSeqK, Alibi, S
     cols = n0 + tl.arange(0, BLOCK_N)  # [BLOCK_N] key indices within the item
     offs_d = tl.arange(0, BLOCK_D)
     b64 = b.to(tl.int64)
-    kv_mask = (cols[:, None] < sk) & (offs_d[None, :] < HEAD_DIM)  # [BLOCK_N, BLOCK_D]
-    k = tl.load(K + b64 * stride_kb + k_start * stride_ks + hk * stride_kh
-                + cols[:, None] * stride_ks + offs_d[None, :], mask=kv_mask, other=0.0)
-    v = tl.load(V + b64 * stride_vb + k_start * stride_vs + hk * stride_vh
-                + cols[:, None] * stride_vs + offs_d[None, :], mask=kv_mask, other=0.0)
+    k = load_tile(K + b64 * stride_kb + k_start * stride_ks + hk * stride_kh, stride_ks, cols,
+                  offs_d, sk, HEAD_DIM, True)  # [BLOCK_N, BLOCK_D]
+    v = load_tile(V + b64 * stride_vb + k_start * stride_vs + hk * stride_vh, stride_vs, cols,
+                  offs_d, sk, HEAD_DIM, True)
     seed = 0
     if HAS_DROPOUT:
         seed = tl.load(Seed)
@@ -173,12 +163,10 @@ def _bwd_dkdv_kernel(Q, K, V, DOut, Lse, Delta, DK, DV, CuSeqQ, CuSeqK, Alibi, S
 
     # dS was taken w.r.t. the scaled score: the softmax scale is applied once here.
     dk = dk * grad_scale
-    tl.store(DK + b64 * stride_dkb + k_start * stride_dks + hk * stride_dkh
-             + cols[:, None] * stride_dks + offs_d[None, :], dk.to(DK.dtype.element_ty),
-             mask=kv_mask)
-    tl.store(DV + b64 * stride_dvb + k_start * stride_dvs + hk * stride_dvh
-             + cols[:, None] * stride_dvs + offs_d[None, :], dv.to(DV.dtype.element_ty),
-             mask=kv_mask)
+    store_tile(DK + b64 * stride_dkb + k_start * stride_dks + hk * stride_dkh, stride_dks, cols,
+               offs_d, sk, dk, HEAD_DIM)
+    store_tile(DV + b64 * stride_dvb + k_start * stride_dvs + hk * stride_dvh, stride_dvs, cols,
+               offs_d, sk, dv, HEAD_DIM)
 
 
 @triton.jit
@@ -191,24 +179,16 @@ def _dq_inner(dq, q, do, lse2, delta, rows, k_base, v_base, stride_ks, stride_vs
     """Add the key tiles [n_start, n_stop) to dQ."""
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
-    diag_offset = seqlen_k - seqlen_q
     for n in range(n_start, n_stop, BLOCK_N):
         cols = n + offs_n  # [BLOCK_N] key indices
         # 1. load the K and V tiles                                   # [BLOCK_N, BLOCK_D]
-        kv_mask = offs_d[None, :] < HEAD_DIM
-        if MASKED:
-            kv_mask = kv_mask & (cols[:, None] < seqlen_k)
-        k = tl.load(k_base + cols[:, None] * stride_ks + offs_d[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(v_base + cols[:, None] * stride_vs + offs_d[None, :], mask=kv_mask, other=0.0)
+        k = load_tile(k_base, stride_ks, cols, offs_d, seqlen_k, HEAD_DIM, MASKED)
+        v = load_tile(v_base, stride_vs, cols, offs_d, seqlen_k, HEAD_DIM, MASKED)
         # 2. recompute P from the scores and the stored LSE            # [BLOCK_M, BLOCK_N]
         qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)
-        s, t = score_tile(qk, rows[:, None], cols[None, :], diag_offset, score_mul, cap_mul,
-                          alibi_mul, HAS_SOFTCAP, HAS_ALIBI)
-        p = tl.exp2(s - lse2[:, None])
-        if MASKED:
-            visible = visible_mask(rows[:, None], cols[None, :], seqlen_q, seqlen_k,
-                                   window_left, window_right)
-            p = tl.where(visible, p, 0.0)
+        p, t = probs_tile(qk, rows[:, None], cols[None, :], lse2[:, None], seqlen_q, seqlen_k,
+                          window_left, window_right, score_mul, cap_mul, alibi_mul,
+                          HAS_SOFTCAP, HAS_ALIBI, MASKED)
         # 3. dP = dO V^T, through the same dropout mask as the forward
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)  # [BLOCK_M, BLOCK_N]
         if HAS_DROPOUT:
@@ -246,11 +226,10 @@ def _bwd_dq_kernel(Q, K, V, DOut, Lse, Delta, DQ, CuSeqQ, CuSeqK, Alibi, Seed,
     rows = m0 + tl.arange(0, BLOCK_M)  # [BLOCK_M] query indices within the item
     offs_d = tl.arange(0, BLOCK_D)
     b64 = b.to(tl.int64)
-    row_mask = (rows[:, None] < sq) & (offs_d[None, :] < HEAD_DIM)  # [BLOCK_M, BLOCK_D]
-    q = tl.load(Q + b64 * stride_qb + q_start * stride_qs + h * stride_qh
-                + rows[:, None] * stride_qs + offs_d[None, :], mask=row_mask, other=0.0)
-    do = tl.load(DOut + b64 * stride_db + q_start * stride_ds + h * stride_dh
-                 + rows[:, None] * stride_ds + offs_d[None, :], mask=row_mask, other=0.0)
+    q = load_tile(Q + b64 * stride_qb + q_start * stride_qs + h * stride_qh, stride_qs, rows,
+                  offs_d, sq, HEAD_DIM, True)  # [BLOCK_M, BLOCK_D]
+    do = load_tile(DOut + b64 * stride_db + q_start * stride_ds + h * stride_dh, stride_ds, rows,
+                   offs_d, sq, HEAD_DIM, True)
     lse2, delta = _load_row_stats(Lse, Delta, b64 * stride_lb + h * stride_lh + q_start, rows, sq)
     k_base = K + b64 * stride_kb + k_start * stride_ks + hk * stride_kh
     v_base = V + b64 * stride_vb + k_start * stride_vs + hk * stride_vh
@@ -279,9 +258,8 @@ def _bwd_dq_kernel(Q, K, V, DOut, Lse, Delta, DQ, CuSeqQ, CuSeqK, Alibi, Seed,
                    alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D,
                    True, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION)
     dq = dq * grad_scale
-    tl.store(DQ + b64 * stride_dqb + q_start * stride_dqs + h * stride_dqh
-             + rows[:, None] * stride_dqs + offs_d[None, :], dq.to(DQ.dtype.element_ty),
-             mask=row_mask)
+    store_tile(DQ + b64 * stride_dqb + q_start * stride_dqs + h * stride_dqh, stride_dqs, rows,
+               offs_d, sq, dq, HEAD_DIM)
 
 
 def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,

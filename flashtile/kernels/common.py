@@ -8,6 +8,9 @@ Device side (``@triton.jit``):
 * `band_bounds`     which tiles of the other axis a tile must visit, split into
                     boundary tiles (need masking) and interior tiles (do not)
 * `tanh_exp2`       tanh written with exp2 (no libdevice needed)
+* `load_tile`       a [rows, BLOCK_D] tile of Q, K, V or dO, masked at the edges
+* `store_tile`      its mirror for O, dQ, dK, dV (cast to the output's dtype)
+* `probs_tile`      P (or P^T) recomputed from scores and the stored LSE (backward)
 
 The helpers take query and key indices as broadcastable tensors (``[BM, 1]`` and
 ``[1, BN]`` for a Q x K tile, ``[1, BM]`` and ``[BN, 1]`` for a transposed K x Q
@@ -82,6 +85,42 @@ def dropout_keep(seed, bh, q_idx, k_idx, max_seqlen_k, dropout_p):
     zero = pos * 0
     rnd, _, _, _ = tl.philox(seed, pos, zero + bh.to(tl.uint32), zero, zero)
     return tl.uint_to_uniform_float(rnd) >= dropout_p
+
+
+@triton.jit
+def load_tile(base, stride, idx, offs_d, length, HEAD_DIM: tl.constexpr, MASKED: tl.constexpr):
+    """Rows `idx` of a (seq, head_dim) slice; rows past `length` and the padded
+    head-dim columns read as 0. Interior tiles (MASKED=False) skip the row test."""
+    mask = offs_d[None, :] < HEAD_DIM
+    if MASKED:
+        mask = mask & (idx[:, None] < length)
+    return tl.load(base + idx[:, None] * stride + offs_d[None, :], mask=mask, other=0.0)
+
+
+@triton.jit
+def store_tile(base, stride, idx, offs_d, length, value, HEAD_DIM: tl.constexpr):
+    """Write rows `idx` < length of a (seq, head_dim) slice, cast to its dtype."""
+    mask = (idx[:, None] < length) & (offs_d[None, :] < HEAD_DIM)
+    tl.store(base + idx[:, None] * stride + offs_d[None, :],
+             value.to(base.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def probs_tile(qk, q_idx, k_idx, lse2, seqlen_q, seqlen_k, window_left, window_right,
+               score_mul, cap_mul, alibi_mul, HAS_SOFTCAP: tl.constexpr,
+               HAS_ALIBI: tl.constexpr, MASKED: tl.constexpr):
+    """Backward: P = exp2(s - lse2) from a raw dot tile, 0 where not visible.
+
+    lse2 is the row LSE in log2 units, +inf for rows that see no key (so P = 0
+    there instead of NaN). Returns (P, t) with t as in `score_tile`.
+    """
+    s, t = score_tile(qk, q_idx, k_idx, seqlen_k - seqlen_q, score_mul, cap_mul, alibi_mul,
+                      HAS_SOFTCAP, HAS_ALIBI)
+    p = tl.exp2(s - lse2)
+    if MASKED:
+        visible = visible_mask(q_idx, k_idx, seqlen_q, seqlen_k, window_left, window_right)
+        p = tl.where(visible, p, 0.0)
+    return p, t
 
 
 @triton.jit

@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from .common import (LN2, LOG2E, band_bounds, dot_precision, dropout_keep, launch_scalars,
-                     score_tile, seq_strides, visible_mask)
+                     load_tile, score_tile, seq_strides, store_tile, visible_mask)
 from .config import get_config, padded_head_dim
 
 
@@ -49,11 +49,8 @@ def _fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_ks, stride_vs, rows, n_s
     for n in range(n_start, n_stop, BLOCK_N):
         cols = n + offs_n  # [BLOCK_N] key indices
         # 1. load the K and V tiles                                   # [BLOCK_N, BLOCK_D]
-        kv_mask = offs_d[None, :] < HEAD_DIM
-        if MASKED:
-            kv_mask = kv_mask & (cols[:, None] < seqlen_k)
-        k = tl.load(k_base + cols[:, None] * stride_ks + offs_d[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(v_base + cols[:, None] * stride_vs + offs_d[None, :], mask=kv_mask, other=0.0)
+        k = load_tile(k_base, stride_ks, cols, offs_d, seqlen_k, HEAD_DIM, MASKED)
+        v = load_tile(v_base, stride_vs, cols, offs_d, seqlen_k, HEAD_DIM, MASKED)
         # 2. scores of this tile in log2 units                         # [BLOCK_M, BLOCK_N]
         qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)
         s, _ = score_tile(qk, rows[:, None], cols[None, :], diag_offset, score_mul, cap_mul,
@@ -106,8 +103,7 @@ def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed,
     q_base = Q + b64 * stride_qb + q_start * stride_qs + h * stride_qh
     k_base = K + b64 * stride_kb + k_start * stride_ks + hk * stride_kh
     v_base = V + b64 * stride_vb + k_start * stride_vs + hk * stride_vh
-    row_mask = (rows[:, None] < sq) & (offs_d[None, :] < HEAD_DIM)  # [BLOCK_M, BLOCK_D]
-    q = tl.load(q_base + rows[:, None] * stride_qs + offs_d[None, :], mask=row_mask, other=0.0)
+    q = load_tile(q_base, stride_qs, rows, offs_d, sq, HEAD_DIM, True)  # [BLOCK_M, BLOCK_D]
 
     alibi_mul = 0.0
     if HAS_ALIBI:
@@ -148,8 +144,7 @@ def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed,
     out = acc * inv_l[:, None]
     lse = tl.where(empty, float("-inf"), (m_i + tl.log2(tl.where(empty, 1.0, l_i))) * LN2)
     o_base = Out + b64 * stride_ob + q_start * stride_os + h * stride_oh
-    tl.store(o_base + rows[:, None] * stride_os + offs_d[None, :], out.to(Out.dtype.element_ty),
-             mask=row_mask)
+    store_tile(o_base, stride_os, rows, offs_d, sq, out, HEAD_DIM)
     lse_base = Lse + b64 * stride_lb + h * stride_lh + q_start
     tl.store(lse_base + rows, lse, mask=rows < sq)
 
@@ -182,8 +177,7 @@ def _probs_kernel(Q, K, Lse, Probs, CuSeqQ, CuSeqK, Alibi, Seed,
     b64 = b.to(tl.int64)
     q_base = Q + b64 * stride_qb + q_start * stride_qs + h * stride_qh
     k_base = K + b64 * stride_kb + k_start * stride_ks + hk * stride_kh
-    q = tl.load(q_base + rows[:, None] * stride_qs + offs_d[None, :],
-                mask=(rows[:, None] < sq) & (offs_d[None, :] < HEAD_DIM), other=0.0)
+    q = load_tile(q_base, stride_qs, rows, offs_d, sq, HEAD_DIM, True)
     lse = tl.load(Lse + b64 * stride_lb + h * stride_lh + q_start + rows, mask=rows < sq,
                   other=float("-inf"))
     lse2 = tl.where(lse == float("-inf"), float("inf"), lse * LOG2E)  # exp2(s - inf) = 0
@@ -196,8 +190,7 @@ def _probs_kernel(Q, K, Lse, Probs, CuSeqQ, CuSeqK, Alibi, Seed,
     p_base = Probs + bh.to(tl.int64) * stride_pbh
     for n in range(0, sk, BLOCK_N):
         cols = n + offs_n
-        k = tl.load(k_base + cols[:, None] * stride_ks + offs_d[None, :],
-                    mask=(cols[:, None] < sk) & (offs_d[None, :] < HEAD_DIM), other=0.0)
+        k = load_tile(k_base, stride_ks, cols, offs_d, sk, HEAD_DIM, True)
         qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # [BLOCK_M, BLOCK_N]
         s, _ = score_tile(qk, rows[:, None], cols[None, :], sk - sq, score_mul, cap_mul,
                           alibi_mul, HAS_SOFTCAP, HAS_ALIBI)
