@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -138,9 +138,7 @@ def main(argv=None):
     parser.add_argument("--impl", choices=["flashtile", "sdpa", "both"], default="both")
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args(argv)
-    cfg = SIZES[args.size]
-    if args.steps:
-        cfg.steps = args.steps
+    cfg = replace(SIZES[args.size], steps=args.steps or SIZES[args.size].steps)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     with open(DATA, "rb") as f:
