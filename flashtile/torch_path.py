@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import torch
 
-# A score tile holds at most this many float32 elements (16 MiB).
-_TILE_ELEMENTS = 1 << 22
+# A score tile holds about this many float32 elements (1 MiB): small enough for
+# the elementwise softmax work to stay in cache, which on a CPU matters more
+# than the per-chunk Python overhead (measured ~10x faster than 16 MiB tiles at
+# 1k x 1k x 4 heads).
+_TILE_ELEMENTS = 1 << 18
 
 
 # ----------------------------------------------------------------------------- layout
@@ -40,10 +43,10 @@ def _kv_heads(x: torch.Tensor) -> torch.Tensor:
     return x.float().permute(0, 2, 1, 3)
 
 
-def key_chunk(batch: int, rows: int, seqlen_k: int) -> int:
+def key_chunk(tiles: int, rows: int, seqlen_k: int) -> int:
     """Keys per chunk; a pure function of the shapes so both passes agree
     (the dropout mask of a chunk is drawn from a seed keyed on its start)."""
-    chunk = _TILE_ELEMENTS // max(1, batch * rows)
+    chunk = _TILE_ELEMENTS // max(1, tiles * rows)
     chunk = max(16, min(chunk, seqlen_k)) // 16 * 16
     return max(chunk, 16)
 
@@ -131,7 +134,7 @@ def _forward_item(q, k, v, opts, seed, item, return_probs):
     m = torch.full((B, Hk, rows, 1), float("-inf"), device=q.device)
     l = torch.zeros((B, Hk, rows, 1), device=q.device)
     acc = torch.zeros((B, Hk, rows, v.shape[-1]), device=q.device)
-    chunk = key_chunk(B, rows, Sk)
+    chunk = key_chunk(B * Hk, rows, Sk)
     for start in range(0, Sk, chunk):
         stop = min(start + chunk, Sk)
         s, _, masked = scores.tile(k_all[:, :, start:stop], start)
@@ -188,8 +191,9 @@ def _backward_item(dout, q, k, v, out, lse, opts, seed, item):
     dq = torch.zeros_like(q_rows)
     dk = torch.empty_like(k_all)
     dv = torch.empty((B, Hk, Sk, v.shape[-1]), device=q.device)
-    for start in range(0, Sk, key_chunk(B, rows, Sk)):
-        stop = min(start + key_chunk(B, rows, Sk), Sk)
+    chunk = key_chunk(B * Hk, rows, Sk)
+    for start in range(0, Sk, chunk):
+        stop = min(start + chunk, Sk)
         s, t, masked = scores.tile(k_all[:, :, start:stop], start)
         p = _exp(s - lse_rows, masked)  # (B, Hk, rows, C)
         dp = torch.matmul(do_rows, v_all[:, :, start:stop].transpose(-1, -2))
