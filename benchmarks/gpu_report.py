@@ -7,7 +7,9 @@ Run on a CUDA machine (through `device`):
 Writes gpu_report.json (under --out and benchmarks/results/<gpu>/) and prints
 a short table last. Every timing is a median of triton.testing.do_bench, taken
 in this one process next to torch SDPA's flash, efficient and cuDNN backends,
-on random inputs rotated between calls.
+on random inputs rotated between calls (the harness: `flashtile.bench`). The
+fuller comparison (FlexAttention, flash-attn, fp16, head dim 256, memory per
+method) is the suite: `python -m flashtile bench --suite`.
 """
 
 from __future__ import annotations
@@ -17,85 +19,45 @@ import contextlib
 import itertools
 import json
 import os
-import sys
 
 import torch
 
 import flashtile
-from flashtile.cli import attention_flops, benchmark_ms, rotating, tflops
+from flashtile import bench
 
-SDPA_BACKENDS = {"sdpa-flash": "FLASH_ATTENTION", "sdpa-efficient": "EFFICIENT_ATTENTION",
-                 "sdpa-cudnn": "CUDNN_ATTENTION"}
+METHODS = ["flashtile", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn"]
 
 
 def memory_report(seqlen=65536, heads=16, d=128) -> dict:
     """Peak allocated bytes of one forward + backward against the tensors it must hold."""
-    torch.cuda.empty_cache()
-    make = lambda: torch.randn(1, seqlen, heads, d, device="cuda", dtype=torch.bfloat16)
-    q, k, v = (make().requires_grad_() for _ in range(3))
-    dout = make()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    out = flashtile.flash_attn_func(q, k, v, causal=True)
-    dq, dk, dv = torch.autograd.grad(out, (q, k, v), dout)
-    torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated()
-    one = q.numel() * q.element_size()
+    [method], _ = bench.get_methods(["flashtile"])
+    m = bench.peak_memory(method, seqlen, heads, d, torch.bfloat16, "cuda", causal=True)
+    one = m["input_bytes"] // 4
     lse = heads * seqlen * 4
     return dict(seqlen=seqlen, heads=heads, head_dim=d, dtype="bf16",
-                peak_allocated=peak, allocated_before=base, tensor_bytes_each=one,
-                lse_bytes=lse, qkvo_do_dqdkdv_lse=8 * one + lse,
-                finite=bool(torch.isfinite(dq).all() and torch.isfinite(dk).all()))
+                peak_allocated=m["peak_bytes"], allocated_before=m["baseline_bytes"],
+                tensor_bytes_each=one, lse_bytes=lse, qkvo_do_dqdkdv_lse=8 * one + lse,
+                finite=m["finite"])
 
 
-def _sdpa_call(name):
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.nn.functional import scaled_dot_product_attention as sdpa
-
-    def fn(q, k, v, causal):  # q (B, S, H, D) -> SDPA's (B, H, S, D)
-        with sdpa_kernel(getattr(SDPBackend, SDPA_BACKENDS[name])):
-            return sdpa(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                        is_causal=causal).transpose(1, 2)
-    return fn
-
-
-def _methods():
-    methods = {"flashtile": lambda q, k, v, c: flashtile.flash_attn_func(q, k, v, causal=c)}
-    methods.update({name: _sdpa_call(name) for name in SDPA_BACKENDS})
-    return methods
-
-
-def time_case(fn, d, seqlen, causal, tokens=16384, model_dim=2048, dtype=torch.bfloat16):
+def time_case(method, d, seqlen, causal, tokens=16384, model_dim=2048, dtype=torch.bfloat16):
     """Forward and backward ms for one method, FlashAttention's benchmark shapes."""
-    batch, heads = max(1, tokens // seqlen), model_dim // d
-    sets = []
-    for _ in range(3):  # rotate inputs so the L2 cache does not flatter anyone
-        q, k, v = (torch.randn(batch, seqlen, heads, d, device="cuda", dtype=dtype)
-                   .requires_grad_() for _ in range(3))
-        sets.append((q, k, v, torch.randn_like(q)))
-    with torch.no_grad():
-        fwd_ms = benchmark_ms(rotating(lambda q, k, v, do: fn(q, k, v, causal), sets), "cuda")
-    graphs = [(fn(q, k, v, causal), (q, k, v), do) for q, k, v, do in sets]
-    bwd = lambda out, inputs, do: torch.autograd.grad(out, inputs, do, retain_graph=True)
-    bwd_ms = benchmark_ms(rotating(bwd, graphs), "cuda")
-    flops = attention_flops(batch, heads, seqlen, seqlen, d, causal)
-    return dict(batch=batch, heads=heads, fwd_ms=fwd_ms, bwd_ms=bwd_ms,
-                fwd_tflops=tflops(flops, fwd_ms), bwd_tflops=tflops(2.5 * flops, bwd_ms))
+    row = bench.time_case(method, d, seqlen, causal, dtype, "cuda", ("fwd", "bwd"), tokens,
+                          model_dim)
+    if "unsupported" in row or "errors" in row:  # a backend that rejects the shape
+        return dict(error=row.get("unsupported") or "; ".join(row["errors"].values()))
+    return {k: row[k] for k in ("batch", "heads", "fwd_ms", "bwd_ms", "fwd_tflops", "bwd_tflops")}
 
 
 def speed_report(seqlens, head_dims) -> list[dict]:
     rows = []
+    methods, _ = bench.get_methods(METHODS)
     cases = list(itertools.product(head_dims, seqlens, (False, True)))
     for i, (d, s, causal) in enumerate(cases, 1):
-        for name, fn in _methods().items():
-            print(f"[{i}/{len(cases)}] {name} d={d} S={s} causal={causal}", file=sys.stderr,
-                  flush=True)
-            try:
-                row = time_case(fn, d, s, causal)
-            except Exception as ex:  # a backend that rejects the shape
-                row = dict(error=f"{type(ex).__name__}: {str(ex)[:120]}")
-            rows.append(dict(method=name, head_dim=d, seqlen=s, causal=causal, **row))
+        for method in methods:
+            bench.progress(i, len(cases), f"{method.name} d={d} S={s} causal={causal}")
+            row = time_case(method, d, s, causal)
+            rows.append(dict(method=method.name, head_dim=d, seqlen=s, causal=causal, **row))
             torch.cuda.empty_cache()
     return rows
 

@@ -5,22 +5,21 @@
   shapes and options, forward and the three gradients, with FlashAttention's
   error rule (`within_tolerance`). Exit code 1 on any failure.
 * ``bench`` - flashtile against torch SDPA (and each SDPA backend on CUDA),
-  forward and forward+backward, in ms and TFLOP/s.
+  forward and forward+backward, in ms and TFLOP/s; ``bench --suite [--quick]``
+  runs the benchmark suite (``benchmarks/suite.py``) against every attention
+  implementation installed: JSON, table and charts.
 
-The timing helpers (`attention_flops`, `tflops`, `benchmark_ms`) are meant to be
-reused by the fuller benchmark suite in ``benchmarks/``.
+The timing pieces (`attention_flops`, `tflops`, `benchmark_ms`, `rotating`, the
+methods) live in `flashtile.bench`, the one harness the CLI and ``benchmarks/`` share.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import importlib
 import itertools
 import os
 import platform
-import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -29,9 +28,9 @@ import torch
 
 import flashtile
 from flashtile import backend
+from flashtile import bench as harness
+from flashtile.bench import DTYPES, attention_flops, benchmark_ms, rotating, tflops  # noqa: F401
 from flashtile.reference import attention_ref
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -48,14 +47,8 @@ def _device(name: str | None) -> torch.device:
     return device
 
 
-def _progress(i: int, n: int, message: str) -> None:
-    print(f"[{i}/{n}] {message}", file=sys.stderr, flush=True)
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    fmt = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, rows)])
+_progress = harness.progress
+_table = harness.table
 
 
 def _resolved(device_type: str) -> str:
@@ -287,133 +280,63 @@ def cmd_check(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- bench
 
 
-def attention_flops(batch: int, nheads: int, seqlen_q: int, seqlen_k: int, headdim: int,
-                    causal: bool = False, mode: str = "fwd") -> float:
-    """FLOPs of attention, FlashAttention's convention: forward 4·B·H·Sq·Sk·D
-    (halved when causal), backward 2.5x forward; mode "fwd", "bwd" or "fwd_bwd"."""
-    fwd = 4.0 * batch * nheads * seqlen_q * seqlen_k * headdim / (2 if causal else 1)
-    return fwd * {"fwd": 1.0, "bwd": 2.5, "fwd_bwd": 3.5}[mode]
-
-
-def tflops(flops: float, ms: float) -> float:
-    return flops / (ms * 1e-3) / 1e12
-
-
-def benchmark_ms(fn, device: torch.device | str, repeats: int = 10, warmup: int = 2) -> float:
-    """Median milliseconds per call of fn().
-
-    CUDA: triton.testing.do_bench (median; its own time budget) when importable,
-    else CUDA events over `repeats` calls. CPU: time.perf_counter over `repeats`.
-    """
-    if torch.device(device).type == "cuda":
-        try:
-            from triton.testing import do_bench
-        except ImportError:
-            do_bench = None
-        if do_bench is not None:
-            return float(do_bench(fn, return_mode="median"))
-        for _ in range(warmup):
-            fn()
-        times = []
-        for _ in range(repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        return statistics.median(times)
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
-
-
-def rotating(fn, input_sets):
-    """A no-argument callable that calls fn(*inputs) on the next input set each time."""
-    sets = itertools.cycle(input_sets)
-    return lambda: fn(*next(sets))
-
-
-def _sdpa(q, k, v, causal):
-    from torch.nn.functional import scaled_dot_product_attention as sdpa
-    out = sdpa(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal)
-    return out.transpose(1, 2)
-
-
-def _implementations(device: torch.device) -> list[tuple[str, object, object]]:
-    """(name, fn(q, k, v, causal) on (B, S, H, D), context manager factory)."""
-    impls = [("flashtile", lambda q, k, v, c: flashtile.flash_attn_func(q, k, v, causal=c),
-              contextlib.nullcontext), ("sdpa", _sdpa, contextlib.nullcontext)]
-    if device.type == "cuda":
-        try:
-            from torch.nn.attention import SDPBackend, sdpa_kernel
-        except ImportError:
-            return impls
-        for name, member in [("flash", "FLASH_ATTENTION"), ("efficient", "EFFICIENT_ATTENTION"),
-                             ("cudnn", "CUDNN_ATTENTION")]:
-            if hasattr(SDPBackend, member):
-                impls.append((f"sdpa-{name}", _sdpa,
-                              functools.partial(sdpa_kernel, getattr(SDPBackend, member))))
-    return impls
+def _bench_suite(args: argparse.Namespace) -> int:
+    """``bench --suite``: benchmarks/suite.py of this checkout (the issue's benchmark suite)."""
+    device = _device(args.device)
+    try:
+        suite = harness.load_benchmark_script("suite")
+    except ImportError as e:
+        raise SystemExit(f"flashtile: {e}") from None
+    cfg = suite.suite_config(
+        device.type, quick=args.quick, dtypes=args.dtype, head_dims=args.headdim,
+        seqlens=args.seqlens, causal=[True] if args.causal else None, passes=args.passes,
+        methods=args.methods, memory_methods=args.methods, memory_seqlens=args.memory_seqlens,
+        input_sets=args.input_sets, repeats=args.repeats, budget_s=args.budget_s or None)
+    if args.budget_s == 0:
+        cfg.budget_s = None
+    suite.run(cfg, out=args.out, results_dir=args.results_dir, plot=not args.no_plot)
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.suite or args.quick:
+        return _bench_suite(args)
     device = _device(args.device)
     cuda = device.type == "cuda"
-    dtype = DTYPES[args.dtype or ("fp16" if cuda else "fp32")]
+    dtypes = args.dtype or (["fp16"] if cuda else ["fp32"])
     seqlens = args.seqlens or ([1024, 2048, 4096, 8192, 16384] if cuda else [256, 1024])
     headdims = args.headdim or ([64, 128] if cuda else [64])
     repeats = args.repeats or (30 if cuda else 5)
-    impls = _implementations(device)
-    configs = list(itertools.product(headdims, seqlens))
-    total = len(configs) * len(impls) * 2
-    print(f"flashtile bench on {device} ({dtype}, backend {_resolved(device.type)}), "
-          f"{total} runs", file=sys.stderr, flush=True)
+    names = args.methods or (["flashtile", "sdpa", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn"]
+                             if cuda else ["flashtile", "sdpa"])
+    methods, _ = harness.get_methods(names)
+    modes = args.passes or ["fwd", "fwd_bwd"]
+    configs = list(itertools.product(dtypes, headdims, seqlens))
+    total = len(configs) * len(methods) * len(modes)
+    print(f"flashtile bench on {device} ({', '.join(dtypes)}, backend {_resolved(device.type)}),"
+          f" {total} runs", file=sys.stderr, flush=True)
     rows, step = [], 0
-    for d, s in configs:
+    for name, d, s in configs:
         batch = args.batch or (max(1, 16384 // s) if cuda else 1)
         heads = args.nheads or (max(1, 2048 // d) if cuda else 4)
-        gen = torch.Generator().manual_seed(s * 1000 + d)
-        make = lambda: (torch.randn(batch, s, heads, d, generator=gen)  # noqa: E731
-                        .to(device, dtype).requires_grad_())
-        input_sets = [(make(), make(), make(), make().detach()) for _ in range(args.input_sets)]
-        for (name, fn, ctx), mode in itertools.product(impls, ("fwd", "fwd_bwd")):
-            step += 1
-            label = f"{name} {mode} B={batch} H={heads} S={s} D={d}"
+        for method in methods:
+            step += len(modes)
+            label = f"{method.name} {name} B={batch} H={heads} S={s} D={d}"
             _progress(step, total, label)
-
-            def fwd(q, k, v, do, fn=fn):
-                with torch.no_grad():
-                    return fn(q, k, v, args.causal)
-
-            def fwd_bwd(q, k, v, do, fn=fn):
-                return torch.autograd.grad(fn(q, k, v, args.causal), (q, k, v), do)
-
-            call = rotating(fwd if mode == "fwd" else fwd_bwd, input_sets)
-            try:
-                with ctx():
-                    call()  # also checks that this backend supports the inputs
-                    if cuda:
-                        torch.cuda.synchronize()
-                        torch.cuda.reset_peak_memory_stats()
-                    ms = benchmark_ms(call, device, repeats=repeats)
-            except Exception as ex:  # unsupported backend / shape, out of memory
-                print(f"  skipped {label}: {type(ex).__name__}: {str(ex).splitlines()[0][:160]}",
-                      file=sys.stderr, flush=True)
-                if cuda:
-                    torch.cuda.empty_cache()
-                continue
-            flops = attention_flops(batch, heads, s, s, d, args.causal, mode)
-            peak = f"{torch.cuda.max_memory_allocated() / 2**20:.0f}" if cuda else "-"
-            rows.append([name, mode, str(batch), str(heads), str(s), str(d),
-                         f"{ms:.3f}", f"{tflops(flops, ms):.3g}", peak])
-    print(_table(["impl", "mode", "B", "H", "seqlen", "D", "ms", "TFLOP/s", "peak MiB"], rows))
-    print(f"bench: {len(rows)}/{total} timed on {device}, {dtype}, "
+            res = harness.time_case(method, d, s, args.causal, DTYPES[name], device, modes,
+                                    batch=batch, heads=heads, input_sets=args.input_sets,
+                                    repeats=repeats)
+            for mode in modes:
+                if f"{mode}_ms" not in res:  # unsupported backend / shape, out of memory
+                    why = res.get("unsupported") or res.get("errors", {}).get(mode, "")
+                    print(f"  skipped {label} {mode}: {why}", file=sys.stderr, flush=True)
+                    continue
+                peak = f"{res['case_peak_bytes'] / 2**20:.0f}" if "case_peak_bytes" in res else "-"
+                rows.append([method.name, mode, name, str(batch), str(heads), str(s), str(d),
+                             f"{res[f'{mode}_ms']:.3f}", f"{res[f'{mode}_tflops']:.3g}", peak])
+    print(_table(["impl", "mode", "dtype", "B", "H", "seqlen", "D", "ms", "TFLOP/s", "peak MiB"],
+                 rows))
+    print(f"bench: {len(rows)}/{total} timed on {device}, {', '.join(dtypes)}, "
           f"{'causal' if args.causal else 'non-causal'}")
     return 0
 
@@ -436,18 +359,36 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("-k", "--filter", help="only cases whose name contains this string")
     check.set_defaults(func=cmd_check)
 
-    bench = sub.add_parser("bench", help="time flashtile against torch SDPA")
+    bench = sub.add_parser("bench", help="time flashtile against torch SDPA (--suite: against "
+                           "everything installed, FlashAttention's benchmark grid)")
     bench.add_argument("--device", **device)
+    bench.add_argument("--suite", action="store_true",
+                       help="the full benchmark suite (benchmarks/suite.py): JSON, table, charts")
+    bench.add_argument("--quick", action="store_true",
+                       help="the suite's < 4 minute subset (implies --suite)")
+    bench.add_argument("--out", help="suite: also write results here (default: $OUT if set)")
+    bench.add_argument("--results-dir", help="suite: default benchmarks/results/<GPU name>")
+    bench.add_argument("--methods", nargs="+", choices=list(harness.ALL_METHODS), metavar="NAME",
+                       help=f"of {', '.join(harness.ALL_METHODS)}; default: flashtile and torch "
+                            "SDPA's backends; suite: everything installed")
+    bench.add_argument("--passes", nargs="+", choices=list(harness.PASSES),
+                       help="default: fwd fwd_bwd; suite: fwd bwd fwd_bwd (quick: fwd bwd)")
     bench.add_argument("--seqlens", type=int, nargs="+",
                        help="default: 1024..16384 on CUDA, 256 1024 on CPU")
     bench.add_argument("--headdim", type=int, nargs="+", help="default: 64 128 on CUDA, 64 on CPU")
-    bench.add_argument("--causal", action="store_true")
+    bench.add_argument("--causal", action="store_true", help="causal (suite: only causal)")
     bench.add_argument("--repeats", type=int, help="timed calls (CPU / CUDA events); "
                        "default 5 on CPU")
-    bench.add_argument("--dtype", choices=list(DTYPES), help="default: fp16 on CUDA, fp32 on CPU")
+    bench.add_argument("--dtype", nargs="+", choices=list(DTYPES),
+                       help="default: fp16 on CUDA, fp32 on CPU; suite: bf16 fp16")
     bench.add_argument("--batch", type=int, help="default: 16384 // seqlen on CUDA, 1 on CPU")
     bench.add_argument("--nheads", type=int, help="default: 2048 // headdim on CUDA, 4 on CPU")
     bench.add_argument("--input-sets", type=int, default=3, help="inputs rotated among (3)")
+    bench.add_argument("--memory-seqlens", type=int, nargs="+",
+                       help="suite: memory sweep lengths (default 1k..32k, quick 4k..32k)")
+    bench.add_argument("--budget-s", type=float, help="suite: start no measurement after this "
+                       "many seconds (quick: 160; 0: none)")
+    bench.add_argument("--no-plot", action="store_true", help="suite: no charts")
     bench.set_defaults(func=cmd_bench)
     return parser
 
