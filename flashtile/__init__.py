@@ -20,6 +20,7 @@ from flashtile.interface import (
     flash_attn_varlen_qkvpacked_func,
 )
 from flashtile.kvcache import flash_attn_with_kvcache
+from flashtile.merge import merge_attention_states
 
 __version__ = "0.1.0"
 
@@ -31,6 +32,7 @@ __all__ = [
     "flash_attn_varlen_kvpacked_func",
     "flash_attn_varlen_qkvpacked_func",
     "flash_attn_with_kvcache",
+    "merge_attention_states",
     "get_backend",
     "set_backend",
     "use_backend",

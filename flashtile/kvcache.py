@@ -1,18 +1,27 @@
 """flash_attn_with_kvcache: attention of new queries against a (paged) KV cache.
 
-This version appends to the cache in place, applies rotary embeddings, gathers
-each sequence's live keys into a packed batch and runs the varlen attention
-path (Triton on CUDA, PyTorch elsewhere). It is exact on every device; the
-split-KV decoding kernel for long caches is a separate piece of work.
+Appends the new keys/values to the cache in place (one vectorised index_put,
+no host sync), applies rotary embeddings, then:
+
+* Triton backend (CUDA tensors, or CPU under TRITON_INTERPRET=1): the split-KV
+  decoding kernel `flashtile.kernels.decode.decode_attention` reads K/V straight
+  from the (paged) cache, with the query heads of a KV group packed into one
+  tile and the key range split over programs (`num_splits`), merged by LSE.
+* PyTorch backend: gathers each sequence's live keys into a packed batch and
+  runs the exact varlen path (`num_splits` has no effect there).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from flashtile import backend
 from flashtile.interface import _attention
 from flashtile.rotary import apply_rotary
-from flashtile.validation import check_qkv, check_tensor
+from flashtile.validation import (SUPPORTED_DTYPES, check_options, check_qkv, check_tensor,
+                                  contiguous_last_dim)
 
 
 def _as_lengths(name, value, batch, device) -> torch.Tensor:
@@ -62,7 +71,9 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
         cache_batch_idx: (batch,) int32, the cache row of each sequence.
         cache_leftpad: (batch,) int32, where each sequence's keys start.
         block_table: (batch, max_pages) int32 page indices.
-        num_splits: accepted for compatibility; this path does not split.
+        num_splits: Triton backend: 0 = pick from the shape and the SM count, 1 = no
+            split, n = split each sequence's key range into n chunks merged by
+            LSE. The PyTorch path ignores it (exact either way).
         Other arguments: as in `flash_attn_func`.
 
     Returns:
@@ -76,29 +87,48 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
         raise ValueError("flashtile: pass both `k` and `v` (new keys and values) or neither")
     if not isinstance(num_splits, int) or num_splits < 0:
         raise ValueError(f"flashtile: `num_splits` must be an int >= 0, got {num_splits}")
+    if block_table is not None:
+        check_tensor("block_table", block_table, ndim=2)
+        if block_table.dtype != torch.int32:
+            raise TypeError(f"flashtile: `block_table` must be an int32 tensor, got "
+                            f"{block_table.dtype}")
     batch, seqlen_q, device = q.shape[0], q.shape[1], q.device
+    use_kernel = backend.resolve(device) == "triton"
     with torch.no_grad():
-        slots = _CacheSlots(k_cache.shape, _as_lengths(
-            "cache_batch_idx", torch.arange(batch, dtype=torch.int32, device=device)
-            if cache_batch_idx is None else cache_batch_idx, batch, device), block_table)
+        # Only what is needed is materialised: on the kernel path a decode step with
+        # cache_seqlens given and no new keys launches nothing but the kernel(s).
+        batch_idx = leftpad = None
+        if cache_batch_idx is not None:
+            batch_idx = _as_lengths("cache_batch_idx", cache_batch_idx, batch, device)
+        if cache_leftpad is not None:
+            leftpad = _as_lengths("cache_leftpad", cache_leftpad, batch, device)
         full = k_cache.shape[1] * (block_table.shape[1] if block_table is not None else 1)
         seqlens = _as_lengths("cache_seqlens", full if cache_seqlens is None else cache_seqlens,
                               batch, device)
-        leftpad = _as_lengths("cache_leftpad", 0 if cache_leftpad is None else cache_leftpad,
-                              batch, device)
-        start = (seqlens - leftpad).long().view(batch, 1)  # rotary position of the next key
         rotate = rotary_cos is not None
+        if rotate:  # rotary position of the next key (positions count from leftpad)
+            start = (seqlens if leftpad is None else seqlens - leftpad).long().view(batch, 1)
         if k is not None:
             check_qkv(q, k, v, varlen=False)
-            steps = torch.arange(k.shape[1], device=device).view(1, -1)
             if rotate:
+                steps = torch.arange(k.shape[1], device=device).view(1, -1)
                 k = apply_rotary(k, rotary_cos, rotary_sin, start + steps, rotary_interleaved)
-            _append(k_cache, v_cache, k, v, seqlens, slots)
+            _append(k_cache, v_cache, k, v, seqlens, batch_idx, block_table)
             seqlens = seqlens + k.shape[1]
         if rotate:
             local = causal or tuple(window_size) != (-1, -1)
             steps = torch.arange(seqlen_q, device=device).view(1, -1) * int(local)
             q = apply_rotary(q, rotary_cos, rotary_sin, start + steps, rotary_interleaved)
+        if use_kernel:
+            out, lse = _decode(q, k_cache, v_cache, seqlens, leftpad, batch_idx, block_table,
+                               softmax_scale, causal, window_size, softcap, alibi_slopes,
+                               num_splits)
+            return (out, lse) if return_softmax_lse else out
+        if batch_idx is None:
+            batch_idx = torch.arange(batch, dtype=torch.int32, device=device)
+        if leftpad is None:
+            leftpad = torch.zeros(batch, dtype=torch.int32, device=device)
+        slots = _CacheSlots(k_cache.shape, batch_idx, block_table)
         keys, values, cu_k, max_k = _gather(k_cache, v_cache, leftpad, seqlens, slots)
         cu_q = torch.arange(0, (batch + 1) * seqlen_q, seqlen_q, dtype=torch.int32,
                             device=device)
@@ -111,12 +141,70 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     return out
 
 
-def _append(k_cache, v_cache, k, v, seqlens, slots):
-    """Write the new keys/values at positions seqlens[b] ... of each sequence."""
-    for b, n in enumerate(seqlens.tolist()):
-        rows, cols = slots(b, torch.arange(n, n + k.shape[1], device=k.device))
-        k_cache[rows, cols] = k[b].to(k_cache.dtype)
-        v_cache[rows, cols] = v[b].to(v_cache.dtype)
+def _decode(q, k_cache, v_cache, seqlens, leftpad, batch_idx, block_table, softmax_scale,
+            causal, window_size, softcap, alibi_slopes, num_splits):
+    """Validate and run the split-KV kernel on the cache itself (no gather)."""
+    from flashtile.kernels.decode import decode_attention
+
+    batch, _, heads, head_dim = q.shape
+    if q.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"flashtile: `q` must be float16, bfloat16 or float32, got {q.dtype}")
+    for name, x in (("k_cache", k_cache), ("v_cache", v_cache)):
+        if x.dtype != q.dtype:
+            raise TypeError(f"flashtile: `{name}` must have q's dtype {q.dtype}, got {x.dtype}")
+        if x.device != q.device:
+            raise ValueError(f"flashtile: `{name}` must be on {q.device}, got {x.device}")
+        if x.stride(-1) != 1:
+            raise ValueError(f"flashtile: `{name}` must be contiguous in its last dim")
+    if k_cache.shape != v_cache.shape:
+        raise ValueError(f"flashtile: `v_cache` must have k_cache's shape "
+                         f"{tuple(k_cache.shape)}, got {tuple(v_cache.shape)}")
+    kv_heads = k_cache.shape[2]
+    if k_cache.shape[3] != head_dim:
+        raise ValueError(f"flashtile: `k_cache` must have head dim {head_dim} like q, got "
+                         f"{k_cache.shape[3]}")
+    if head_dim > 256 or head_dim == 0:
+        raise NotImplementedError(f"flashtile: head dim {head_dim} is not supported (1-256)")
+    if kv_heads == 0 or heads % kv_heads:
+        raise ValueError(f"flashtile: the number of query heads ({heads}) must be divisible "
+                         f"by the number of key/value heads ({kv_heads})")
+    if block_table is not None:
+        if block_table.shape[0] != batch:
+            raise ValueError(f"flashtile: `block_table` must have {batch} rows, got "
+                             f"{block_table.shape[0]}")
+        block_table = block_table.to(q.device)
+        if block_table.stride(-1) != 1:
+            block_table = block_table.contiguous()
+    window_left, window_right = check_options(
+        dropout_p=0.0, window_size=window_size, softcap=softcap, alibi_slopes=alibi_slopes,
+        batch=batch, heads=heads, device=q.device, softmax_scale=softmax_scale)
+    if causal:
+        window_right = 0
+    if alibi_slopes is not None and alibi_slopes.dim() == 1:
+        alibi_slopes = alibi_slopes.unsqueeze(0).expand(batch, heads)
+    scale = float(softmax_scale) if softmax_scale is not None else 1.0 / math.sqrt(head_dim)
+    return decode_attention(
+        contiguous_last_dim(q), k_cache, v_cache, seqlens.contiguous(),
+        cache_leftpad=None if leftpad is None else leftpad.contiguous(),
+        cache_batch_idx=None if batch_idx is None else batch_idx.contiguous(),
+        block_table=block_table, softmax_scale=scale, window_left=window_left,
+        window_right=window_right, softcap=float(softcap), alibi_slopes=alibi_slopes,
+        num_splits=num_splits, fp32_precision=backend.get_fp32_precision())
+
+
+def _append(k_cache, v_cache, k, v, seqlens, batch_idx, block_table):
+    """Write the new keys/values at positions seqlens[b] ... of each sequence
+    (one index_put per cache, no host sync)."""
+    pos = seqlens.long().view(-1, 1) + torch.arange(k.shape[1], device=k.device)  # (B, Sn)
+    if block_table is None:
+        if batch_idx is None:
+            batch_idx = torch.arange(k.shape[0], device=k.device)
+        rows, cols = batch_idx.long().view(-1, 1).expand_as(pos), pos
+    else:
+        page = k_cache.shape[1]
+        rows, cols = block_table.long().gather(1, pos // page), pos % page
+    k_cache[rows, cols] = k.to(k_cache.dtype)
+    v_cache[rows, cols] = v.to(v_cache.dtype)
 
 
 def _gather(k_cache, v_cache, leftpad, seqlens, slots):

@@ -1,0 +1,465 @@
+"""Split-KV attention straight on a (paged) KV cache: Flash-Decoding in Triton.
+
+What `flash_attn_with_kvcache` runs on the Triton backend. No gather: the
+kernel reads K/V where they live, either a contiguous cache
+(B_cache, S_cache, Hk, D) (row ``cache_batch_idx[b]`` for sequence b) or a paged
+cache (num_blocks, page_size, Hk, D) through ``block_table[b, p]``.
+
+Layout of the work
+------------------
+* **GQA packing.** The G = H / Hk query heads of a KV group become one tile of
+  rows: packed row ``r = i * G + g`` is (query position i, head hk * G + g).
+  A K/V tile is therefore loaded once per group, not once per query head; for
+  decoding (Sq = 1) a whole group is one 16-row tile.
+* **Grid** ``(row blocks, B * Hk, num_splits)``. Program (m, b * Hk + hk, s) finds
+  the band of keys its rows can see inside sequence b's live range
+  ``[cache_leftpad[b], cache_seqlens[b])`` (bottom-right causal / window relative
+  to that range, out-of-band tiles never touched), cuts the band into
+  ``num_splits`` contiguous chunks of whole BLOCK_N tiles and folds chunk s into
+  an online softmax (fp32 accumulators, base-2 exponentials). Tiles are aligned
+  to absolute cache positions, so with page_size % BLOCK_N == 0 a tile sits in a
+  single page (one page-table read per tile); other page sizes gather the page of
+  each key row.
+* **Merge.** With num_splits == 1 the program writes the final output (q's
+  dtype) and LSE. Otherwise it writes a normalised fp32 partial output and its
+  natural-log LSE into (num_splits, B * Hk, Sq * G, D) / (num_splits, B * Hk,
+  Sq * G) scratch, and `_merge_kernel` combines the splits by LSE: exactly the
+  function of `flashtile.merge.merge_attention_states` (empty splits carry LSE
+  -inf and contribute nothing; a row that sees no key gets out 0, LSE -inf).
+
+``num_splits = 0`` picks the split count with `num_splits_heuristic`
+(flash_attn's wave-efficiency rule on twice the SM count, at least
+`MIN_KEYS_PER_SPLIT` keys of cache capacity per split); 1 never splits; n > 1
+uses n splits (at most one per key tile of the cache; chunks past a band's end
+stay empty).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from .common import LN2, LOG2E, dot_precision, launch_scalars, score_tile, visible_mask
+from .config import KernelConfig, get_config, interpreter_active, padded_head_dim
+
+# ----------------------------------------------------------------------------
+# device side
+# ----------------------------------------------------------------------------
+
+
+@triton.jit
+def _load_kv(base, row_off, offs_d, live, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+             MASKED: tl.constexpr):
+    """A [BLOCK_N, BLOCK_D] K or V tile at element offsets row_off[:, None] + offs_d.
+
+    Masked tiles zero the rows outside the live key range (the cache may hold
+    garbage, even NaN, there: a 0 * NaN in P.V would poison the row)."""
+    ptrs = base + row_off[:, None] + offs_d[None, :]
+    if MASKED:
+        mask = live[:, None] & (offs_d[None, :] < HEAD_DIM)
+        return tl.load(ptrs, mask=mask, other=0.0)
+    elif HEAD_DIM == BLOCK_D:
+        return tl.load(ptrs)
+    else:
+        return tl.load(ptrs, mask=offs_d[None, :] < HEAD_DIM, other=0.0)
+
+
+@triton.jit
+def _decode_tiles(acc, l_i, m_i, q, k_base, v_base, bt_row, stride_kb, stride_ks,
+                  stride_vb, stride_vs, q_pos, n_start, n_stop, key_lo, key_hi, seqlen_q,
+                  seqlen_k, window_left, window_right, score_mul, cap_mul, alibi_mul,
+                  HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                  PAGE_SIZE: tl.constexpr, MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
+                  HAS_ALIBI: tl.constexpr, PRECISION: tl.constexpr):
+    """Fold the key tiles starting at absolute cache positions n_start, n_start +
+    BLOCK_N, ... < n_stop into the running (acc, l_i, m_i).
+
+    MASKED tiles may hold positions outside [key_lo, key_hi) or cross a causal /
+    window edge; the others are visible to every row and skip all masking.
+    """
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    diag_offset = seqlen_k - seqlen_q
+    for n in range(n_start, n_stop, BLOCK_N):
+        pos = n + offs_n  # [BLOCK_N] absolute positions in the sequence's cache
+        live = (pos >= key_lo) & (pos < key_hi)
+        # 1. element offsets of the K/V rows: contiguous, one page, or a page per row
+        if PAGE_SIZE == 0:
+            k_off = pos.to(tl.int64) * stride_ks
+            v_off = pos.to(tl.int64) * stride_vs
+        elif PAGE_SIZE % BLOCK_N == 0:  # the whole tile lies in one page
+            page = tl.load(bt_row + n // PAGE_SIZE).to(tl.int64)
+            slot = (n % PAGE_SIZE) + offs_n
+            k_off = page * stride_kb + slot * stride_ks
+            v_off = page * stride_vb + slot * stride_vs
+        else:
+            if MASKED:
+                page = tl.load(bt_row + pos // PAGE_SIZE, mask=live, other=0).to(tl.int64)
+            else:
+                page = tl.load(bt_row + pos // PAGE_SIZE).to(tl.int64)
+            slot = pos % PAGE_SIZE
+            k_off = page * stride_kb + slot * stride_ks
+            v_off = page * stride_vb + slot * stride_vs
+        k = _load_kv(k_base, k_off, offs_d, live, HEAD_DIM, BLOCK_D, MASKED)
+        v = _load_kv(v_base, v_off, offs_d, live, HEAD_DIM, BLOCK_D, MASKED)
+        # 2. scores in log2 units, keys indexed from the start of the live range
+        j = pos - key_lo
+        qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # [BLOCK_M, BLOCK_N]
+        s, _ = score_tile(qk, q_pos[:, None], j[None, :], diag_offset, score_mul, cap_mul,
+                          alibi_mul, HAS_SOFTCAP, HAS_ALIBI)
+        if MASKED:
+            visible = visible_mask(q_pos[:, None], j[None, :], seqlen_q, seqlen_k,
+                                   window_left, window_right) & (j >= 0)[None, :]
+            s = tl.where(visible, s, float("-inf"))
+        # 3. online softmax in base 2
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing yet stay 0
+        alpha = tl.exp2(m_i - m_ref)
+        p = tl.exp2(s - m_ref[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PRECISION)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _decode_kernel(Q, K, V, Out, Lse, OPart, LPart, SeqlensK, LeftPad, BatchIdx, BlockTable,
+                   Alibi,
+                   stride_qb, stride_qs, stride_qh, stride_kb, stride_ks, stride_kh,
+                   stride_vb, stride_vs, stride_vh, stride_ob, stride_os, stride_oh,
+                   stride_lb, stride_lh, stride_btb, stride_ab, stride_ah,
+                   seqlen_q, num_kv_heads, num_splits, window_left, window_right,
+                   score_mul, cap_mul,
+                   GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, PAGE_SIZE: tl.constexpr,
+                   HAS_LEFTPAD: tl.constexpr, HAS_BATCH_IDX: tl.constexpr,
+                   HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr, SPLIT: tl.constexpr,
+                   PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                   BLOCK_D: tl.constexpr):
+    pid_m = tl.program_id(0)
+    bhk = tl.program_id(1)
+    split = tl.program_id(2)
+    b = bhk // num_kv_heads
+    hk = bhk % num_kv_heads
+    b64 = b.to(tl.int64)
+    rows_total = seqlen_q * GROUP
+
+    # Packed rows: r = i * GROUP + g <-> (query position i, query head hk * GROUP + g).
+    m0 = pid_m * BLOCK_M
+    r = m0 + tl.arange(0, BLOCK_M)
+    row_ok = r < rows_total
+    q_pos = r // GROUP
+    head = hk * GROUP + r % GROUP
+    offs_d = tl.arange(0, BLOCK_D)
+    q_ptrs = (Q + b64 * stride_qb + q_pos[:, None] * stride_qs + head[:, None] * stride_qh
+              + offs_d[None, :])
+    q = tl.load(q_ptrs, mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
+
+    alibi_mul = tl.zeros([BLOCK_M, 1], dtype=tl.float32)
+    if HAS_ALIBI:
+        slope = tl.load(Alibi + b * stride_ab + head * stride_ah, mask=row_ok, other=0.0)
+        alibi_mul = (slope * LOG2E)[:, None]
+
+    # The sequence's live keys [key_lo, key_hi) and where its K/V live.
+    key_hi = tl.load(SeqlensK + b)
+    key_lo = 0
+    if HAS_LEFTPAD:
+        key_lo = tl.load(LeftPad + b)
+    seqlen_k = key_hi - key_lo
+    bt_row = BlockTable
+    if PAGE_SIZE == 0:
+        cache_row = b64
+        if HAS_BATCH_IDX:
+            cache_row = tl.load(BatchIdx + b).to(tl.int64)
+        k_base = K + cache_row * stride_kb + hk * stride_kh
+        v_base = V + cache_row * stride_vb + hk * stride_vh
+    else:
+        bt_row = BlockTable + b64 * stride_btb
+        k_base = K + hk * stride_kh
+        v_base = V + hk * stride_vh
+
+    # Band of local keys these rows can see (bottom-right aligned), and the part of
+    # it every row sees; then in absolute cache positions.
+    i_first = m0 // GROUP
+    i_last = (tl.minimum(m0 + BLOCK_M, rows_total) - 1) // GROUP
+    shift = seqlen_k - seqlen_q
+    band_lo = key_lo + tl.maximum(i_first + shift - window_left, 0)
+    band_hi = key_lo + tl.minimum(i_last + shift + window_right + 1, seqlen_k)
+    full_lo = key_lo + tl.maximum(i_last + shift - window_left, 0)
+    full_hi = key_lo + tl.minimum(i_first + shift + window_right + 1, seqlen_k)
+    begin = (band_lo // BLOCK_N) * BLOCK_N
+    n_tiles = tl.where(band_hi > band_lo, tl.cdiv(band_hi - begin, BLOCK_N), 0)
+    # This split's chunk [c0, c1) of whole tiles.
+    per_split = tl.cdiv(n_tiles, num_splits)
+    c0 = begin + split * per_split * BLOCK_N
+    c1 = tl.maximum(tl.minimum(c0 + per_split * BLOCK_N, band_hi), c0)
+    # Interior tiles (no masking): whole tiles inside [full_lo, full_hi).
+    f_lo = tl.cdiv(full_lo, BLOCK_N) * BLOCK_N
+    f_hi = tl.maximum(tl.where(full_hi > 0, (full_hi // BLOCK_N) * BLOCK_N, 0), f_lo)
+    f_lo = tl.minimum(tl.maximum(f_lo, c0), c1)
+    f_hi = tl.minimum(tl.maximum(f_hi, f_lo), c1)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    acc, l_i, m_i = _decode_tiles(
+        acc, l_i, m_i, q, k_base, v_base, bt_row, stride_kb, stride_ks, stride_vb, stride_vs,
+        q_pos, c0, f_lo, key_lo, key_hi, seqlen_q, seqlen_k, window_left, window_right,
+        score_mul, cap_mul, alibi_mul, HEAD_DIM, BLOCK_N, BLOCK_D, PAGE_SIZE, True,
+        HAS_SOFTCAP, HAS_ALIBI, PRECISION)
+    acc, l_i, m_i = _decode_tiles(
+        acc, l_i, m_i, q, k_base, v_base, bt_row, stride_kb, stride_ks, stride_vb, stride_vs,
+        q_pos, f_lo, f_hi, key_lo, key_hi, seqlen_q, seqlen_k, window_left, window_right,
+        score_mul, cap_mul, alibi_mul, HEAD_DIM, BLOCK_N, BLOCK_D, PAGE_SIZE, False,
+        HAS_SOFTCAP, HAS_ALIBI, PRECISION)
+    acc, l_i, m_i = _decode_tiles(
+        acc, l_i, m_i, q, k_base, v_base, bt_row, stride_kb, stride_ks, stride_vb, stride_vs,
+        q_pos, f_hi, c1, key_lo, key_hi, seqlen_q, seqlen_k, window_left, window_right,
+        score_mul, cap_mul, alibi_mul, HEAD_DIM, BLOCK_N, BLOCK_D, PAGE_SIZE, True,
+        HAS_SOFTCAP, HAS_ALIBI, PRECISION)
+
+    # Normalise; a row that saw no key (in this chunk) gets out 0 and LSE -inf.
+    empty = l_i == 0.0
+    l_safe = tl.where(empty, 1.0, l_i)
+    out = acc * (1.0 / l_safe)[:, None]
+    lse = tl.where(empty, float("-inf"), (m_i + tl.log2(l_safe)) * LN2)
+    d_ok = offs_d[None, :] < HEAD_DIM
+    if SPLIT:
+        part = (split * tl.num_programs(1) + bhk).to(tl.int64) * rows_total + r
+        tl.store(OPart + part[:, None] * HEAD_DIM + offs_d[None, :], out,
+                 mask=row_ok[:, None] & d_ok)
+        tl.store(LPart + part, lse, mask=row_ok)
+    else:
+        o_ptrs = (Out + b64 * stride_ob + q_pos[:, None] * stride_os
+                  + head[:, None] * stride_oh + offs_d[None, :])
+        tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & d_ok)
+        tl.store(Lse + b64 * stride_lb + head * stride_lh + q_pos, lse, mask=row_ok)
+
+
+@triton.jit
+def _merge_kernel(OPart, LPart, Out, Lse, stride_ob, stride_os, stride_oh, stride_lb,
+                  stride_lh, seqlen_q, num_kv_heads, num_splits,
+                  GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+                  BLOCK_D: tl.constexpr):
+    """out = sum_s exp(lse_s - lse) * out_s, lse = log sum_s exp(lse_s), per packed row.
+
+    Splits with LSE -inf contribute nothing; all -inf gives out 0 and LSE -inf
+    (the function of `flashtile.merge.merge_attention_states`, computed online)."""
+    pid_m = tl.program_id(0)
+    bhk = tl.program_id(1)
+    n_bhk = tl.num_programs(1)
+    b64 = (bhk // num_kv_heads).to(tl.int64)
+    hk = bhk % num_kv_heads
+    rows_total = seqlen_q * GROUP
+    r = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = r < rows_total
+    offs_d = tl.arange(0, BLOCK_D)
+    mask = row_ok[:, None] & (offs_d[None, :] < HEAD_DIM)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    for s in range(0, num_splits):
+        part = (s * n_bhk + bhk).to(tl.int64) * rows_total + r
+        lse_s = tl.load(LPart + part, mask=row_ok, other=float("-inf")) * LOG2E
+        o_s = tl.load(OPart + part[:, None] * HEAD_DIM + offs_d[None, :], mask=mask, other=0.0)
+        m_new = tl.maximum(m_i, lse_s)
+        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp2(m_i - m_ref)
+        w = tl.exp2(lse_s - m_ref)
+        acc = acc * alpha[:, None] + w[:, None] * o_s
+        l_i = l_i * alpha + w
+        m_i = m_new
+    empty = l_i == 0.0
+    l_safe = tl.where(empty, 1.0, l_i)
+    out = acc * (1.0 / l_safe)[:, None]
+    lse = tl.where(empty, float("-inf"), (m_i + tl.log2(l_safe)) * LN2)
+    q_pos = r // GROUP
+    head = hk * GROUP + r % GROUP
+    o_ptrs = (Out + b64 * stride_ob + q_pos[:, None] * stride_os + head[:, None] * stride_oh
+              + offs_d[None, :])
+    tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=mask)
+    tl.store(Lse + b64 * stride_lb + head * stride_lh + q_pos, lse, mask=row_ok)
+
+
+# ----------------------------------------------------------------------------
+# host side
+# ----------------------------------------------------------------------------
+
+# Heuristic constants: SM count assumed off-GPU, the smallest split worth having.
+FALLBACK_NUM_SMS = 4
+MIN_KEYS_PER_SPLIT = 256  # GPU; the interpreter uses 2 tiles (32 keys)
+MAX_SPLITS = 128
+
+
+def decode_config(rows: int, head_dim: int, dtype: torch.dtype) -> KernelConfig:
+    """Launch configuration for Sq * G packed rows (block_m counts packed rows).
+
+    Decoding (<= 32 rows) is memory bound: a 16/32-row tile, 16-bit K/V tiles of
+    16 KB (64 keys at d = 128) double-buffered (3 stages; paged launches get two
+    more, see `_stages`). Prefill-sized row counts take the forward kernel's table.
+    Untuned first picks: benchmarks/decode_bench.py sweeps alternatives.
+    """
+    if interpreter_active():
+        return KernelConfig(16, 16, 1, 1)
+    block_d = padded_head_dim(head_dim)
+    wide = dtype != torch.float32
+    if rows <= 32:
+        block_m = 16 if rows <= 16 else 32
+        if wide:
+            block_n = 128 if block_d <= 64 else (64 if block_d <= 128 else 32)
+            stages = 3
+        else:
+            block_n = 64 if block_d <= 64 else (32 if block_d <= 128 else 16)
+            stages = 2
+        return KernelConfig(block_m, block_n, 4, stages)
+    fwd = get_config("fwd", head_dim, dtype)
+    if rows <= 64 or fwd.block_m <= 64:
+        return KernelConfig(min(64, fwd.block_m), fwd.block_n, 4, fwd.num_stages)
+    return fwd
+
+
+def _stages(num_stages: int, paged: bool) -> int:
+    """Pipeline depth handed to Triton. With paging, the page-table load in front
+    of each K/V tile takes stages of its own: Triton 3.6 double-buffers the paged
+    K/V tiles only from num_stages = 5 (checked on sm_90 shared-memory sizes), so
+    a paged launch gets two more stages than the contiguous one."""
+    return num_stages + 2 if paged and num_stages > 1 else num_stages
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def device_sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device; FALLBACK_NUM_SMS elsewhere."""
+    if device.type == "cuda":
+        return _sm_count(device.index if device.index is not None else
+                         torch.cuda.current_device())
+    return FALLBACK_NUM_SMS
+
+
+def num_splits_heuristic(programs: int, num_sms: int, num_key_blocks: int,
+                         max_splits: int = MAX_SPLITS) -> int:
+    """flash_attn's rule: split only when `programs` (B * Hk * row blocks) cannot
+    fill the machine, then take the fewest splits whose wave efficiency (filled
+    fraction of the last wave of ``programs * splits`` over `num_sms` slots; pass
+    twice the SM count for two resident programs per SM) is >= 85% of the best;
+    at most one split per `num_key_blocks` block of keys."""
+    if programs <= 0 or programs >= 0.8 * num_sms:
+        return 1
+    max_splits = max(1, min(max_splits, num_sms, num_key_blocks))
+    eligible = lambda s: s == 1 or math.ceil(num_key_blocks / s) != math.ceil(
+        num_key_blocks / (s - 1))
+    effs = {}
+    for s in range(1, max_splits + 1):
+        if eligible(s):
+            waves = programs * s / num_sms
+            effs[s] = waves / math.ceil(waves)
+    best = max(effs.values())
+    return next(s for s, e in effs.items() if e >= 0.85 * best)
+
+
+def choose_num_splits(batch: int, kv_heads: int, row_blocks: int, key_capacity: int,
+                      device: torch.device, block_n: int) -> int:
+    """num_splits=0: the split count for this launch (no host sync: uses capacity)."""
+    min_keys = 2 * block_n if interpreter_active() else max(MIN_KEYS_PER_SPLIT, block_n)
+    return num_splits_heuristic(batch * kv_heads * row_blocks, 2 * device_sm_count(device),
+                                max(1, key_capacity // min_keys))
+
+
+def decode_attention(q, k_cache, v_cache, cache_seqlens, *, cache_leftpad=None,
+                     cache_batch_idx=None, block_table=None, softmax_scale: float,
+                     window_left: int = -1, window_right: int = -1, softcap: float = 0.0,
+                     alibi_slopes=None, num_splits: int = 0, fp32_precision: str = "tf32",
+                     config: KernelConfig | None = None, return_partials: bool = False):
+    """Attention of q against the live part of a KV cache, split over keys.
+
+    Args (validated by the caller; the last dim of every tensor contiguous):
+        q: (B, Sq, H, D).
+        k_cache, v_cache: (B_cache, S_cache, Hk, D), or (num_blocks, page_size, Hk, D)
+            with block_table; page_size a multiple of 16 (any value works; a
+            multiple of the kernel's BLOCK_N reads one page index per tile).
+        cache_seqlens: (B,) int32, end of each sequence's keys in its cache.
+        cache_leftpad: (B,) int32 or None, start of each sequence's keys.
+        cache_batch_idx: (B,) int32 or None, cache row of sequence b (contiguous only).
+        block_table: (B, max_pages) int32 or None.
+        window_left / window_right: -1 = unbounded; causal is window_right = 0.
+        alibi_slopes: (B, H) fp32 or None.
+        num_splits: 0 = heuristic, 1 = no split, n = n chunks of each key band.
+        config: override the launch configuration (benchmarks).
+        return_partials: also return the per-split (out, lse) scratch,
+            (num_splits, B * Hk, Sq * G, D) and (num_splits, B * Hk, Sq * G), or
+            None when num_splits == 1 (tests).
+
+    Returns:
+        out (B, Sq, H, D) in q's dtype and lse (B, H, Sq) fp32 natural log.
+    """
+    batch, seqlen_q, heads, head_dim = q.shape
+    paged = block_table is not None
+    kv_heads = k_cache.shape[2]
+    group = heads // kv_heads
+    capacity = k_cache.shape[1] * (block_table.shape[1] if paged else 1)
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    lse = torch.empty((batch, heads, seqlen_q), dtype=torch.float32, device=q.device)
+    rows = seqlen_q * group
+    cfg = config or decode_config(rows, head_dim, q.dtype)
+    row_blocks = triton.cdiv(rows, cfg.block_m)
+    if num_splits == 0:
+        span = capacity  # keys a row block may see (no host sync: not the live lengths)
+        if window_left >= 0 and window_right >= 0:
+            span = min(capacity, window_left + window_right + seqlen_q)
+        num_splits = choose_num_splits(batch, kv_heads, row_blocks, span, q.device,
+                                       cfg.block_n)
+    # More splits than key tiles would only add empty chunks: same result, fewer programs.
+    num_splits = max(1, min(int(num_splits), triton.cdiv(capacity, cfg.block_n)))
+    if batch == 0 or rows == 0:
+        return (out, lse, None) if return_partials else (out, lse)
+    split = num_splits > 1
+    if split:
+        o_part = torch.empty((num_splits, batch * kv_heads, rows, head_dim),
+                             dtype=torch.float32, device=q.device)
+        l_part = torch.empty((num_splits, batch * kv_heads, rows), dtype=torch.float32,
+                             device=q.device)
+    else:
+        o_part = l_part = lse  # placeholders, never touched
+    scalars = launch_scalars(softmax_scale=softmax_scale, softcap=softcap,
+                             window_left=window_left, window_right=window_right,
+                             max_seqlen_q=seqlen_q, max_seqlen_k=capacity)
+    has_alibi = alibi_slopes is not None
+    stride_ab, stride_ah = alibi_slopes.stride() if has_alibi else (0, 0)
+    dummy = cache_seqlens
+    _decode_kernel[(row_blocks, batch * kv_heads, num_splits)](
+        q, k_cache, v_cache, out, lse, o_part, l_part, cache_seqlens,
+        dummy if cache_leftpad is None else cache_leftpad,
+        dummy if cache_batch_idx is None or paged else cache_batch_idx,
+        block_table if paged else dummy, alibi_slopes if has_alibi else lse,
+        q.stride(0), q.stride(1), q.stride(2),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+        out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
+        block_table.stride(0) if paged else 0, stride_ab, stride_ah,
+        seqlen_q, kv_heads, num_splits, scalars["window_left"], scalars["window_right"],
+        scalars["score_mul"], scalars["cap_mul"],
+        GROUP=group, HEAD_DIM=head_dim, PAGE_SIZE=k_cache.shape[1] if paged else 0,
+        HAS_LEFTPAD=cache_leftpad is not None,
+        HAS_BATCH_IDX=cache_batch_idx is not None and not paged,
+        HAS_SOFTCAP=scalars["HAS_SOFTCAP"], HAS_ALIBI=has_alibi, SPLIT=split,
+        PRECISION=dot_precision(q.dtype, fp32_precision), BLOCK_M=cfg.block_m,
+        BLOCK_N=cfg.block_n, BLOCK_D=padded_head_dim(head_dim),
+        num_warps=cfg.num_warps, num_stages=_stages(cfg.num_stages, paged))
+    if split:
+        merge_m = 16 if interpreter_active() else max(16, min(64, 8192 // padded_head_dim(
+            head_dim)))
+        _merge_kernel[(triton.cdiv(rows, merge_m), batch * kv_heads)](
+            o_part, l_part, out, lse, out.stride(0), out.stride(1), out.stride(2),
+            lse.stride(0), lse.stride(1), seqlen_q, kv_heads, num_splits,
+            GROUP=group, HEAD_DIM=head_dim, BLOCK_M=merge_m,
+            BLOCK_D=padded_head_dim(head_dim), num_warps=1 if interpreter_active() else 4)
+    if return_partials:
+        return out, lse, ((o_part, l_part) if split else None)
+    return out, lse
