@@ -12,6 +12,7 @@ marked `gpu` are long caches that only make sense on a CUDA device.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import itertools
 import math
@@ -54,7 +55,7 @@ def rotary_ref(x, positions, base_angles, interleaved):
         pairs = torch.complex(rot[..., 0::2], rot[..., 1::2])
     else:
         pairs = torch.complex(rot[..., : rd // 2], rot[..., rd // 2:])
-    angle = positions[..., None, None].double() * base_angles.double().to(x.device)
+    angle = positions.to(x.device)[..., None, None].double() * base_angles.double().to(x.device)
     pairs = pairs * torch.polar(torch.ones_like(angle), angle)
     if interleaved:
         rot = torch.stack((pairs.real, pairs.imag), dim=-1).flatten(-2)
@@ -184,7 +185,10 @@ def run_case(Sq, Sk, rotary_fraction, paged, new_kv, num_splits, *, mask, leftpa
         if seed % 2:
             alibi = alibi[0].contiguous()  # (H,) form
 
-    with flashtile.use_backend("triton"):
+    # fp32 cases are checked against an fp32 baseline, so they need full fp32 dots
+    # (on a GPU the default TF32 is coarser than the baseline; the interpreter is exact).
+    precision = _ieee() if dtype == torch.float32 else contextlib.nullcontext()
+    with flashtile.use_backend("triton"), precision:
         out, lse = flashtile.flash_attn_with_kvcache(
             q, k_cache, v_cache, k_new if new else None, v_new if new else None,
             rotary_cos=cos, rotary_sin=sin,

@@ -56,7 +56,7 @@ implementation``, so registering an attention function alone is not enough.
    one loaded implementation in module globals of
    `transformers.modeling_flash_attention_utils` (``_loaded_implementation``,
    ``_flash_fn``, ``_flash_varlen_fn``, ``_flash_with_kvcache_fn``,
-   ``_pad_fn``, ``_unpad_fn``, ``_process_flash_kwargs_fn``,
+   ``_pad_fn``, ``_unpad_fn``, ``_process_flash_kwargs_fn``, and from 5.23 on
    ``_process_with_kvcache_kwargs_fn``), and `lazy_import_flash_attention`
    returns the cached functions when the name matches. `register()` fills them
    as the loader itself would for a kernel module holding flashtile's
@@ -86,7 +86,7 @@ mask) without a graph break for batch size > 1; with batch size 1 and
 ``position_ids``, transformers' packed-sequence check
 (`_is_packed_sequence`) branches on tensor data and breaks the graph.
 
-Tested with transformers 5.23.0.
+Tested with transformers 5.23.0 (CPU) and 5.17.0 (the GPU image).
 """
 
 from __future__ import annotations
@@ -103,7 +103,8 @@ NAME = "flashtile"
 # lazy_import_flash_attention caches a loaded implementation in.
 _LOADER_GLOBALS = ("_loaded_implementation", "_flash_fn", "_flash_varlen_fn",
                    "_flash_with_kvcache_fn", "_pad_fn", "_unpad_fn",
-                   "_process_flash_kwargs_fn", "_process_with_kvcache_kwargs_fn")
+                   "_process_flash_kwargs_fn")
+# (5.23 adds _process_with_kvcache_kwargs_fn, filled when present; 5.17 lacks it.)
 _LOADER_HELPERS = ("lazy_import_flash_attention", "_lazy_define_process_function",
                    "_pad_input", "_unpad_input")
 
@@ -129,7 +130,7 @@ def _flash_utils():
 def _loader_entries() -> dict:
     """What lazy_import_flash_attention would cache for a kernel module holding flashtile."""
     fa = _flash_utils()
-    return {
+    entries = {
         "_flash_fn": flashtile.flash_attn_func,
         "_flash_varlen_fn": flashtile.flash_attn_varlen_func,
         # transformers runs the paged (continuous batching) function outside of torch.compile.
@@ -138,9 +139,11 @@ def _loader_entries() -> dict:
         "_unpad_fn": fa._unpad_input,
         "_process_flash_kwargs_fn": fa._lazy_define_process_function(
             flashtile.flash_attn_varlen_func),
-        "_process_with_kvcache_kwargs_fn": fa._lazy_define_process_function(
-            flashtile.flash_attn_with_kvcache),
     }
+    if hasattr(fa, "_process_with_kvcache_kwargs_fn"):
+        entries["_process_with_kvcache_kwargs_fn"] = fa._lazy_define_process_function(
+            flashtile.flash_attn_with_kvcache)
+    return entries
 
 
 def _load_into_flash_loader() -> None:
