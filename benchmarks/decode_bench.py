@@ -179,18 +179,25 @@ def check_against_sdpa(case, n=4):
     paged 16, paged 256): a guard against a wrong fast kernel."""
     from torch.nn.functional import scaled_dot_product_attention as sdpa
     n = min(n, case.batch)
-    q, k, v, seqlens = case.q[0][:n], case.k[0][:n], case.v[0][:n], case.seqlens[:n]
-    ref = sdpa(q.transpose(1, 2).float(), k.transpose(1, 2).float(), v.transpose(1, 2).float(),
-               enable_gqa=True).transpose(1, 2)
+    q, seqlens = case.q[0][:n], case.seqlens[:n]
+
+    def reference(k, v):  # k, v: (n, L, Hk, D), the sequences' keys in order
+        return sdpa(q.transpose(1, 2).float(), k.transpose(1, 2).float(),
+                    v.transpose(1, 2).float(), enable_gqa=True).transpose(1, 2)
+
     diffs = {}
     for layout in ("contiguous", "page16", "page256"):
         if layout == "contiguous":
+            k, v = case.k[0][:n], case.v[0][:n]
             out = flashtile.flash_attn_with_kvcache(q, k, v, cache_seqlens=seqlens)
         else:
             ks, vs, table = case.paged(int(layout[4:]))
+            table = table[:n].contiguous()
             out = flashtile.flash_attn_with_kvcache(q, ks[0], vs[0], cache_seqlens=seqlens,
-                                                    block_table=table[:n].contiguous())
-        diffs[layout] = (out.float() - ref).abs().max().item()
+                                                    block_table=table)
+            # The shuffled pages hold other sequences' keys: gather what the table says.
+            k, v = (x[0][table.long()].reshape(n, -1, HK, D) for x in (ks, vs))
+        diffs[layout] = (out.float() - reference(k, v)).abs().max().item()
     return diffs
 
 

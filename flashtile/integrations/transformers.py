@@ -92,6 +92,7 @@ Tested with transformers 5.23.0 (CPU) and 5.17.0 (the GPU image).
 from __future__ import annotations
 
 import functools
+import importlib
 
 import torch
 
@@ -112,7 +113,7 @@ _LOADER_HELPERS = ("lazy_import_flash_attention", "_lazy_define_process_function
 def _flash_utils():
     """transformers.modeling_flash_attention_utils, checked for what flashtile uses."""
     try:
-        from transformers import modeling_flash_attention_utils as fa
+        fa = importlib.import_module("transformers.modeling_flash_attention_utils")
     except ImportError as e:  # not installed, or too old to have the module
         raise ImportError("flashtile.integrations.transformers needs transformers >= 5 "
                           "(tested with 5.23.0): pip install 'transformers>=5'") from e
@@ -154,8 +155,25 @@ def _load_into_flash_loader() -> None:
     fa._loaded_implementation = NAME  # last: marks the entries above as complete
 
 
+# transformers objects the attention function uses, resolved once by register():
+# importing inside the function would put an import into torch.compile's trace,
+# which dynamo rejects for transformers' lazy modules ("Bad import result").
+_HF: dict = {}
+
+
+def _resolve_transformers() -> None:
+    from transformers.integrations.flash_attention import get_target_dtype
+    try:
+        from transformers.generation.continuous_batching import PagedAttentionCache
+    except ImportError:  # no continuous batching in this release
+        PagedAttentionCache = ()  # isinstance(x, ()) is always False
+    fa = _flash_utils()
+    _HF.update(fa=fa, forward=fa._flash_attention_forward, target_dtype=get_target_dtype,
+               paged_cache=PagedAttentionCache)
+
+
 def _flash_loader_holds_flashtile() -> bool:
-    from transformers import modeling_flash_attention_utils as fa
+    fa = _HF["fa"]
     return (fa._loaded_implementation == NAME
             and fa._flash_varlen_fn is flashtile.flash_attn_varlen_func)
 
@@ -171,9 +189,8 @@ def flashtile_attention_forward(module, query, key, value, attention_mask, dropo
     `flash_attention_forward` (5.23) for an implementation that computes in
     float32 natively; see the module docstring.
     """
-    from transformers.integrations.flash_attention import get_target_dtype
-    from transformers.modeling_flash_attention_utils import _flash_attention_forward
-
+    if not _HF:
+        _resolve_transformers()
     if s_aux is not None:
         raise NotImplementedError(
             "flashtile: attention sinks (`s_aux`) are not supported; use "
@@ -186,8 +203,7 @@ def flashtile_attention_forward(module, query, key, value, attention_mask, dropo
     if not _flash_loader_holds_flashtile():  # another flash implementation was loaded since
         _load_into_flash_loader()
     if cache is not None:  # continuous batching: the paged cache fills the varlen kwargs
-        from transformers.generation.continuous_batching import PagedAttentionCache
-        if isinstance(cache, PagedAttentionCache):
+        if isinstance(cache, _HF["paged_cache"]):
             key, value = cache.update(key_states=key, value_states=value,
                                       layer_idx=module.layer_idx, kwargs=kwargs)
 
@@ -200,10 +216,10 @@ def flashtile_attention_forward(module, query, key, value, attention_mask, dropo
     # the weights'). flashtile takes float32, so the cast is kept only where it changes
     # the dtype: an fp32 model runs in fp32, without the no-op cast's log call (which
     # breaks torch.compile graphs).
-    target_dtype = get_target_dtype(query, module)
+    target_dtype = _HF["target_dtype"](query, module)
     if target_dtype == query.dtype:
         target_dtype = None
-    out = _flash_attention_forward(
+    out = _HF["forward"](
         query, key, value, attention_mask,
         query_length=seq_len,
         is_causal=module.is_causal if is_causal is None else is_causal,
@@ -233,6 +249,7 @@ def register() -> str:
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
 
+    _resolve_transformers()
     AttentionInterface.register(NAME, flashtile_attention_forward)
     AttentionMaskInterface.register(NAME, flash_attention_mask)
     _load_into_flash_loader()
