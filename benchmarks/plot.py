@@ -226,6 +226,30 @@ def plot_suite(report: dict, folder: str) -> list[str]:
     return [c for c in charts if c]
 
 
+def plot_decode(report: dict, path: str) -> str:
+    """Decode (Sq = 1) K/V read bandwidth against cache length, one panel per batch."""
+    rows = [r for r in report["rows"] if "gbs" in r]
+    batches = sorted({r["batch"] for r in rows})
+    methods = ["flashtile contiguous", "flashtile page16", "flashtile page256", "sdpa", "flex"]
+    palette = ["#d62728", "#ff7f0e", "#9467bd", "#1f77b4", "#17becf"]
+    fig, axes = plt.subplots(1, len(batches), figsize=(3.4 * len(batches), 3.4), sharey=True)
+    for ax, b in zip(axes, batches):
+        for i, m in enumerate(methods):
+            pts = sorted((r["cache_len"], r["gbs"]) for r in rows
+                         if r["method"] == m and r["batch"] == b)
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=m, color=palette[i])
+        ax.axhline(report["copy_gbs"], color="k", ls="--", lw=1, label="device copy")
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"batch {b}", fontsize=9)
+        ax.set_xlabel("cache length")
+    axes[0].set_ylabel("K/V read GB/s")
+    axes[0].legend(fontsize=6, loc="lower right")
+    fig.suptitle(f"Decode, Sq = 1, {report['heads']} query / {report['kv_heads']} KV heads, "
+                 f"d = {report['head_dim']}, {report['dtype']}, {report['gpu']}", fontsize=10)
+    return _save(fig, path)
+
+
 def main(path: str, out_dir: str | None = None) -> list[str]:
     """Charts of the JSON at `path` into `out_dir` (default: next to it); their paths."""
     with open(path) as f:
@@ -234,6 +258,8 @@ def main(path: str, out_dir: str | None = None) -> list[str]:
     os.makedirs(folder, exist_ok=True)
     if report.get("kind") == "flashtile-bench-suite":
         charts = plot_suite(report, folder)
+    elif "copy_gbs" in report:  # benchmarks/decode_bench.py
+        charts = [plot_decode(report, os.path.join(folder, "decode.png"))]
     else:
         charts = [plot_pass(report, which, os.path.join(folder, f"speed_{which}.png"))
                   for which in ("fwd", "bwd")]
