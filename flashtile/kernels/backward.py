@@ -19,8 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (LOG2E, band_bounds, dot_precision, dropout_keep, launch_scalars, load_tile,
-                     probs_tile, seq_strides, store_tile)
+from .common import (LOG2E, band_bounds, dot_precision, dropout_keep, head_scalars,
+                     launch_scalars, load_tile, probs_tile, seq_strides, store_tile)
 from .config import get_config, padded_head_dim
 from .forward import _seq_bounds
 
@@ -233,12 +233,8 @@ def _bwd_dq_kernel(Q, K, V, DOut, Lse, Delta, DQ, CuSeqQ, CuSeqK, Alibi, Seed,
     lse2, delta = _load_row_stats(Lse, Delta, b64 * stride_lb + h * stride_lh + q_start, rows, sq)
     k_base = K + b64 * stride_kb + k_start * stride_ks + hk * stride_kh
     v_base = V + b64 * stride_vb + k_start * stride_vs + hk * stride_vh
-    alibi_mul = 0.0
-    if HAS_ALIBI:
-        alibi_mul = tl.load(Alibi + b * stride_ab + h * stride_ah) * LOG2E
-    seed = 0
-    if HAS_DROPOUT:
-        seed = tl.load(Seed)
+    alibi_mul, seed = head_scalars(Alibi, stride_ab, stride_ah, b, h, Seed, HAS_ALIBI,
+                                   HAS_DROPOUT)
 
     # Same key band and tile classes as the forward pass.
     last_row = tl.minimum(m0 + BLOCK_M, sq) - 1

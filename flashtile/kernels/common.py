@@ -11,6 +11,7 @@ Device side (``@triton.jit``):
 * `load_tile`       a [rows, BLOCK_D] tile of Q, K, V or dO, masked at the edges
 * `store_tile`      its mirror for O, dQ, dK, dV (cast to the output's dtype)
 * `probs_tile`      P (or P^T) recomputed from scores and the stored LSE (backward)
+* `head_scalars`    the ALiBi slope (log2 units) and dropout seed of one program
 
 The helpers take query and key indices as broadcastable tensors (``[BM, 1]`` and
 ``[1, BN]`` for a Q x K tile, ``[1, BM]`` and ``[BN, 1]`` for a transposed K x Q
@@ -121,6 +122,19 @@ def probs_tile(qk, q_idx, k_idx, lse2, seqlen_q, seqlen_k, window_left, window_r
         visible = visible_mask(q_idx, k_idx, seqlen_q, seqlen_k, window_left, window_right)
         p = tl.where(visible, p, 0.0)
     return p, t
+
+
+@triton.jit
+def head_scalars(Alibi, stride_ab, stride_ah, b, h, Seed,
+                 HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr):
+    """(alibi_mul, seed) for batch b, query head h; 0 for options that are off."""
+    alibi_mul = 0.0
+    if HAS_ALIBI:
+        alibi_mul = tl.load(Alibi + b * stride_ab + h * stride_ah) * LOG2E
+    seed = 0
+    if HAS_DROPOUT:
+        seed = tl.load(Seed)
+    return alibi_mul, seed
 
 
 @triton.jit

@@ -13,8 +13,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (LN2, LOG2E, band_bounds, dot_precision, dropout_keep, launch_scalars,
-                     load_tile, score_tile, seq_strides, store_tile, visible_mask)
+from .common import (LN2, LOG2E, band_bounds, dot_precision, dropout_keep, head_scalars,
+                     launch_scalars, load_tile, score_tile, seq_strides, store_tile,
+                     visible_mask)
 from .config import get_config, padded_head_dim
 
 
@@ -105,12 +106,8 @@ def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed,
     v_base = V + b64 * stride_vb + k_start * stride_vs + hk * stride_vh
     q = load_tile(q_base, stride_qs, rows, offs_d, sq, HEAD_DIM, True)  # [BLOCK_M, BLOCK_D]
 
-    alibi_mul = 0.0
-    if HAS_ALIBI:
-        alibi_mul = tl.load(Alibi + b * stride_ab + h * stride_ah) * LOG2E
-    seed = 0
-    if HAS_DROPOUT:
-        seed = tl.load(Seed)
+    alibi_mul, seed = head_scalars(Alibi, stride_ab, stride_ah, b, h, Seed, HAS_ALIBI,
+                                   HAS_DROPOUT)
 
     # Key band of these rows: masked edge tiles, unmasked interior, masked edge tiles.
     last_row = tl.minimum(m0 + BLOCK_M, sq) - 1
@@ -181,12 +178,8 @@ def _probs_kernel(Q, K, Lse, Probs, CuSeqQ, CuSeqK, Alibi, Seed,
     lse = tl.load(Lse + b64 * stride_lb + h * stride_lh + q_start + rows, mask=rows < sq,
                   other=float("-inf"))
     lse2 = tl.where(lse == float("-inf"), float("inf"), lse * LOG2E)  # exp2(s - inf) = 0
-    alibi_mul = 0.0
-    if HAS_ALIBI:
-        alibi_mul = tl.load(Alibi + b * stride_ab + h * stride_ah) * LOG2E
-    seed = 0
-    if HAS_DROPOUT:
-        seed = tl.load(Seed)
+    alibi_mul, seed = head_scalars(Alibi, stride_ab, stride_ah, b, h, Seed, HAS_ALIBI,
+                                   HAS_DROPOUT)
     p_base = Probs + bh.to(tl.int64) * stride_pbh
     for n in range(0, sk, BLOCK_N):
         cols = n + offs_n
