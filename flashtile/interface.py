@@ -59,7 +59,7 @@ def _attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, 
     if dropout_p > 0:
         # Drawn from torch's RNG, so torch.manual_seed makes dropout reproducible.
         seed = torch.randint(0, 2**62, (1,), dtype=torch.int64, device=q.device)
-    out, lse, probs = autograd.attention_forward(
+    out, lse, probs = autograd.attention(
         q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale,
         window_left, window_right, float(softcap), alibi_slopes, float(dropout_p), seed,
         bool(return_attn_probs), backend.get_fp32_precision(), bool(deterministic))
