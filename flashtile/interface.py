@@ -59,11 +59,14 @@ def _attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, 
     if dropout_p > 0:
         # Drawn from torch's RNG, so torch.manual_seed makes dropout reproducible.
         seed = torch.randint(0, 2**62, (1,), dtype=torch.int64, device=q.device)
+    # As in flash_attn, S_dmask (O(Sq x Sk) memory) is built only when there is a
+    # dropout pattern to report; without dropout return_attn_probs just adds the LSE.
+    return_probs = bool(return_attn_probs) and dropout_p > 0
     out, lse, probs = autograd.attention(
         q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale,
         window_left, window_right, float(softcap), alibi_slopes, float(dropout_p), seed,
-        bool(return_attn_probs), backend.get_fp32_precision(), bool(deterministic))
-    return (out, lse, probs) if return_attn_probs else out
+        return_probs, backend.get_fp32_precision(), bool(deterministic))
+    return (out, lse, probs if return_probs else None) if return_attn_probs else out
 
 
 def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False,
@@ -119,9 +122,11 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False,
         out: (batch, seqlen_q, nheads, headdim), the dtype of q.
         If return_attn_probs: ``(out, softmax_lse, S_dmask)`` where softmax_lse is
         (batch, nheads, seqlen_q) float32, the natural-log log-sum-exp of each row
-        of scaled scores, and S_dmask is (batch, nheads, seqlen_q, seqlen_k)
-        float32: the softmax probabilities before dropout, negated where dropout
-        dropped the weight (negative = dropped), as flash_attn encodes it.
+        of scaled scores, and S_dmask is, when dropout_p > 0, (batch, nheads,
+        seqlen_q, seqlen_k) float32: the softmax probabilities before dropout,
+        negated where dropout dropped the weight (negative = dropped), as
+        flash_attn encodes it; None without dropout (as in flash_attn, so asking
+        for the LSE costs no O(seqlen²) memory).
 
     float32 inputs run through TF32 dots on the GPU by default;
     ``flashtile.set_fp32_precision("ieee")`` gives full float32 dots.

@@ -65,7 +65,8 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
         rotary_cos, rotary_sin: optional (seqlen_ro, rotary_dim / 2); rotate new k at
             its positions, and q at positions ``cache_seqlens ...`` when causal or
             windowed, else all of q at position ``cache_seqlens`` (flash_attn's rule).
-            Positions count from ``cache_leftpad``.
+            Positions are indices in the cache row (``cache_leftpad`` does not
+            shift them), as in flash_attn.
         cache_seqlens: int or (batch,) int32, keys already in the cache (None =
             the whole cache).
         cache_batch_idx: (batch,) int32, the cache row of each sequence.
@@ -106,8 +107,9 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
         seqlens = _as_lengths("cache_seqlens", full if cache_seqlens is None else cache_seqlens,
                               batch, device)
         rotate = rotary_cos is not None
-        if rotate:  # rotary position of the next key (positions count from leftpad)
-            start = (seqlens if leftpad is None else seqlens - leftpad).long().view(batch, 1)
+        if rotate:  # rotary position of the next key: its index in the cache row, as in
+            # flash_attn (left padding does not shift positions)
+            start = seqlens.long().view(batch, 1)
         if k is not None:
             check_qkv(q, k, v, varlen=False)
             if rotate:
@@ -124,6 +126,10 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
                                softmax_scale, causal, window_size, softcap, alibi_slopes,
                                num_splits)
             return (out, lse) if return_softmax_lse else out
+        if batch * seqlen_q == 0:  # nothing to attend with (the append above still ran)
+            out = torch.empty_like(q)
+            lse = torch.empty(batch, q.shape[2], seqlen_q, device=device)
+            return (out, lse) if return_softmax_lse else out
         if batch_idx is None:
             batch_idx = torch.arange(batch, dtype=torch.int32, device=device)
         if leftpad is None:
@@ -137,7 +143,7 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
             max_k, 0.0, softmax_scale, causal, window_size, softcap, alibi_slopes, False, True)
     out = out.view(batch, seqlen_q, *out.shape[1:])
     if return_softmax_lse:
-        return out, lse.view(lse.shape[0], batch, seqlen_q).transpose(0, 1)
+        return out, lse.view(lse.shape[0], batch, seqlen_q).transpose(0, 1).contiguous()
     return out
 
 

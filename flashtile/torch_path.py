@@ -238,6 +238,10 @@ def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
     """
     seed_value = int(seed.item()) if seed is not None else 0
     opts = _options(softmax_scale, window_left, window_right, softcap, alibi_slopes, dropout_p)
+    if cu_seqlens_q is None and q.shape[1] == 0:  # no queries: empty outputs
+        B, _, H, _ = q.shape
+        probs = q.new_zeros(B, H, 0, k.shape[1], dtype=torch.float32) if return_probs else None
+        return torch.empty_like(q), q.new_empty(B, H, 0, dtype=torch.float32), probs
     if cu_seqlens_q is None:
         out, lse, probs = _forward_item(q, k, v, opts, seed_value, 0, return_probs)
         return out.to(q.dtype), lse, probs
@@ -264,6 +268,8 @@ def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, m
     """Backward pass; always deterministic (no atomics, fixed chunk order)."""
     seed_value = int(seed.item()) if seed is not None else 0
     opts = _options(softmax_scale, window_left, window_right, softcap, alibi_slopes, dropout_p)
+    if cu_seqlens_q is None and q.shape[1] == 0:  # no queries: nothing flows back
+        return torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
     if cu_seqlens_q is None:
         grads = _backward_item(dout, q, k, v, out, lse, opts, seed_value, 0)
         return tuple(g.to(x.dtype) for g, x in zip(grads, (q, k, v)))

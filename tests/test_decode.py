@@ -201,9 +201,9 @@ def run_case(Sq, Sk, rotary_fraction, paged, new_kv, num_splits, *, mask, leftpa
     # 1. the cache after the append: rotated new keys at seqlens[b] ..., nothing else moved
     k_exp, v_exp = k_full.clone(), v_full.clone()
     for b in range(B):
-        n, lo = int(seqlens[b]), int(pad[b])
+        n = int(seqlens[b])
         if new:
-            kn = rotary_ref(k_new[b:b + 1], torch.arange(n, n + new)[None] - lo, angles,
+            kn = rotary_ref(k_new[b:b + 1], torch.arange(n, n + new)[None], angles,
                             interleaved)
             k_exp[b, n:n + new], v_exp[b, n:n + new] = kn[0].to(dtype), v_new[b]
     if paged:
@@ -225,7 +225,7 @@ def run_case(Sq, Sk, rotary_fraction, paged, new_kv, num_splits, *, mask, leftpa
     # 2. attention against the reference (float64) and the baseline (same dtype)
     local = causal or tuple(window) != (-1, -1)
     steps = torch.arange(Sq)[None] * int(local)
-    q_pos = (seqlens - pad).long()[:, None] + steps
+    q_pos = seqlens.long()[:, None] + steps  # cache indices, as in flash_attn (not - leftpad)
     q_ro = rotary_ref(q, q_pos.to(DEVICE), angles, interleaved)  # float64
     k_exp, v_exp = k_exp.nan_to_num(0.0), v_exp.nan_to_num(0.0)  # the reference multiplies 0 * v
     opts = dict(key_padding_mask=~dead, key_leftpad=pad.to(DEVICE), causal=causal,

@@ -71,7 +71,7 @@ def test_kvcache(paged, rotary_fraction, seqlen_q, new, causal, leftpad):
         n = int(seqlens[b])
         kn = k_new[b:b + 1]
         if rd and new:
-            kn = rotary_ref(kn, torch.arange(n, n + new)[None] - int(pad[b]), angles, interleaved)
+            kn = rotary_ref(kn, torch.arange(n, n + new)[None], angles, interleaved)
         k_exp[b, n:n + new], v_exp[b, n:n + new] = kn[0], v_new[b]
     if paged:
         got_k = torch.stack([k_cache[table[b, torch.arange(S) // page].long(), torch.arange(S) % page] for b in range(B)])
@@ -81,7 +81,7 @@ def test_kvcache(paged, rotary_fraction, seqlen_q, new, causal, leftpad):
 
     for b in range(B):
         lo, hi = int(pad[b]), int(seqlens[b]) + new
-        start = int(seqlens[b]) - lo
+        start = int(seqlens[b])  # rotary positions are cache indices, leftpad or not
         qb = q[b:b + 1]
         if rd:
             steps = torch.arange(seqlen_q)[None] if causal else torch.zeros(1, seqlen_q, dtype=torch.long)
