@@ -20,6 +20,7 @@ from flashtile import autograd, backend
 from flashtile.validation import (
     check_cu_seqlens,
     check_options,
+    check_packed,
     check_qkv,
     check_tensor,
     contiguous_last_dim,
@@ -142,7 +143,7 @@ def flash_attn_qkvpacked_func(qkv, dropout_p=0.0, softmax_scale=None, causal=Fal
 
     The gradient flows back into the packed tensor.
     """
-    check_tensor("qkv", qkv, ndim=5)
+    check_packed("qkv", qkv, ndim=5, dim=2, size=3)
     q, k, v = qkv.unbind(dim=2)
     return flash_attn_func(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap,
                            alibi_slopes, deterministic, return_attn_probs)
@@ -152,7 +153,7 @@ def flash_attn_kvpacked_func(q, kv, dropout_p=0.0, softmax_scale=None, causal=Fa
                              window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
                              deterministic=False, return_attn_probs=False):
     """`flash_attn_func` with kv packed as (batch, seqlen_k, 2, nheads_k, headdim)."""
-    check_tensor("kv", kv, ndim=5)
+    check_packed("kv", kv, ndim=5, dim=2, size=2)
     k, v = kv.unbind(dim=2)
     return flash_attn_func(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap,
                            alibi_slopes, deterministic, return_attn_probs)
@@ -195,7 +196,7 @@ def flash_attn_varlen_qkvpacked_func(qkv, cu_seqlens, max_seqlen, dropout_p=0.0,
                                      softcap=0.0, alibi_slopes=None, deterministic=False,
                                      return_attn_probs=False):
     """`flash_attn_varlen_func` with qkv packed as (total, 3, nheads, headdim)."""
-    check_tensor("qkv", qkv, ndim=4)
+    check_packed("qkv", qkv, ndim=4, dim=1, size=3)
     q, k, v = qkv.unbind(dim=1)
     return flash_attn_varlen_func(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen,
                                   dropout_p, softmax_scale, causal, window_size, softcap,
@@ -208,7 +209,7 @@ def flash_attn_varlen_kvpacked_func(q, kv, cu_seqlens_q, cu_seqlens_k, max_seqle
                                     alibi_slopes=None, deterministic=False,
                                     return_attn_probs=False):
     """`flash_attn_varlen_func` with kv packed as (total_k, 2, nheads_k, headdim)."""
-    check_tensor("kv", kv, ndim=4)
+    check_packed("kv", kv, ndim=4, dim=1, size=2)
     k, v = kv.unbind(dim=1)
     return flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                                   max_seqlen_k, dropout_p, softmax_scale, causal, window_size,
@@ -223,6 +224,15 @@ def _gather_pages(k_cache, v_cache, block_table, cu_seqlens_k):
     if block_table.dtype != torch.int32:
         raise TypeError(f"flashtile: `block_table` must be an int32 tensor, got "
                         f"{block_table.dtype}")
+    check_tensor("cu_seqlens_k", cu_seqlens_k, ndim=1)
+    if block_table.shape[0] != cu_seqlens_k.shape[0] - 1:
+        raise ValueError(f"flashtile: `block_table` must have one row per sequence "
+                         f"({cu_seqlens_k.shape[0] - 1}), got {block_table.shape[0]}")
+    if block_table.numel() and not 0 <= int(block_table.min()) <= int(block_table.max()) \
+            < k_cache.shape[0]:
+        raise ValueError(f"flashtile: `block_table` entries must be page indices in "
+                         f"[0, {k_cache.shape[0]}), got values in [{int(block_table.min())}, "
+                         f"{int(block_table.max())}]")
     page = k_cache.shape[1]
     lengths = (cu_seqlens_k[1:] - cu_seqlens_k[:-1]).tolist()
     if max(lengths, default=0) > block_table.shape[1] * page:

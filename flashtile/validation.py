@@ -8,6 +8,8 @@ while torch.compile traces or a CUDA graph is being captured.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -72,15 +74,18 @@ def check_options(*, dropout_p, window_size, softcap, alibi_slopes, batch, heads
     if not isinstance(dropout_p, (int, float)) or not 0.0 <= dropout_p < 1.0:
         _fail(ValueError, "dropout_p", "a float in [0, 1)", dropout_p)
     if (not isinstance(window_size, (tuple, list)) or len(window_size) != 2
-            or not all(isinstance(w, int) for w in window_size)):
+            or not all(isinstance(w, int) and not isinstance(w, bool) for w in window_size)):
         _fail(TypeError, "window_size", "a pair of ints (left, right)", window_size)
     if min(window_size) < -1:
         _fail(ValueError, "window_size", "a pair of ints >= -1 (-1 = unbounded)",
               tuple(window_size))
-    if not isinstance(softcap, (int, float)) or softcap < 0:
-        _fail(ValueError, "softcap", "a float >= 0 (0 = off)", softcap)
-    if softmax_scale is not None and not isinstance(softmax_scale, (int, float)):
-        _fail(TypeError, "softmax_scale", "a float or None", type(softmax_scale).__name__)
+    if not isinstance(softcap, (int, float)) or not 0 <= softcap < math.inf:
+        _fail(ValueError, "softcap", "a finite float >= 0 (0 = off)", softcap)
+    if softmax_scale is not None:
+        if not isinstance(softmax_scale, (int, float)):
+            _fail(TypeError, "softmax_scale", "a float or None", type(softmax_scale).__name__)
+        if not math.isfinite(softmax_scale):
+            _fail(ValueError, "softmax_scale", "a finite float", softmax_scale)
     if alibi_slopes is not None:
         check_tensor("alibi_slopes", alibi_slopes)
         if alibi_slopes.dtype != torch.float32:
@@ -121,3 +126,11 @@ def check_cu_seqlens(name: str, cu_seqlens, total: int, max_seqlen, max_name: st
         _fail(ValueError, name, f"ending at the total length {total}", values[-1])
     if max(lengths) > max_seqlen:
         _fail(ValueError, max_name, f">= the longest sequence ({max(lengths)})", max_seqlen)
+
+
+def check_packed(name: str, x, ndim: int, dim: int, size: int) -> None:
+    """A packed qkv / kv tensor: `ndim` dims with `size` (3 or 2) along `dim`."""
+    check_tensor(name, x, ndim=ndim)
+    if x.shape[dim] != size:
+        _fail(ValueError, name, f"of size {size} along dim {dim} (packed "
+              f"{'q, k, v' if size == 3 else 'k, v'})", f"shape {tuple(x.shape)}")

@@ -225,7 +225,7 @@ def test_window_not_pair_of_ints(window):
 
 @pytest.mark.parametrize("softcap", [-1.0, -1e-6, -3])
 def test_negative_softcap(softcap):
-    with pytest.raises(ValueError, match=r"`softcap` must be a float >= 0"):
+    with pytest.raises(ValueError, match=r"`softcap` must be a finite float >= 0"):
         flash_attn_func(*dense(), softcap=softcap)
 
 
@@ -712,3 +712,50 @@ def test_fully_masked_rows_varlen():
     out.sum().backward()
     for x in leaves:
         assert torch.isfinite(x.grad).all()
+
+
+# ---------------------------------------------------------------- found in review
+
+
+@pytest.mark.parametrize("call", [
+    lambda t: flashtile.flash_attn_qkvpacked_func(t(2, 8, 4, 2, 16)),
+    lambda t: flashtile.flash_attn_kvpacked_func(t(2, 8, 2, 16), t(2, 8, 3, 2, 16)),
+    lambda t: flashtile.flash_attn_varlen_qkvpacked_func(
+        t(8, 2, 2, 16), torch.tensor([0, 8], dtype=torch.int32), 8),
+    lambda t: flashtile.flash_attn_varlen_kvpacked_func(
+        t(8, 2, 16), t(8, 3, 2, 16), torch.tensor([0, 8], dtype=torch.int32),
+        torch.tensor([0, 8], dtype=torch.int32), 8, 8),
+], ids=["qkvpacked", "kvpacked", "varlen_qkvpacked", "varlen_kvpacked"])
+def test_packed_dim_of_wrong_size(call):
+    with pytest.raises(ValueError, match=r"`(qkv|kv)` must be of size [23] along dim"):
+        call(lambda *shape: torch.randn(*shape))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(softmax_scale=float("nan")), "softmax_scale"),
+    (dict(softmax_scale=float("inf")), "softmax_scale"),
+    (dict(softcap=float("inf")), "softcap"),
+    (dict(softcap=float("nan")), "softcap"),
+])
+def test_non_finite_scalars(kwargs, match):
+    q, k, v = dense()
+    with pytest.raises(ValueError, match=match):
+        flash_attn_func(q, k, v, **kwargs)
+
+
+def test_window_of_bools_rejected():
+    q, k, v = dense()
+    with pytest.raises(TypeError, match="window_size"):
+        flash_attn_func(q, k, v, window_size=(True, False))
+
+
+def test_block_table_rows_and_indices():
+    q = torch.randn(16, 2, 16)
+    cache = torch.randn(4, 16, 2, 16)
+    cu = torch.tensor([0, 8, 16], dtype=torch.int32)
+    with pytest.raises(ValueError, match="one row per sequence"):
+        flashtile.flash_attn_varlen_func(q, cache, cache, cu, cu, 8, 8,
+                                         block_table=torch.zeros(3, 1, dtype=torch.int32))
+    with pytest.raises(ValueError, match="page indices"):
+        flashtile.flash_attn_varlen_func(q, cache, cache, cu, cu, 8, 8,
+                                         block_table=torch.tensor([[0], [-1]], dtype=torch.int32))
