@@ -34,18 +34,12 @@ def _as_lengths(name, value, batch, device) -> torch.Tensor:
     return value.to(device)
 
 
-class _CacheSlots:
-    """Maps (sequence b, position t) to the cache's (row, column) indices."""
-
-    def __init__(self, cache_shape, batch_idx, block_table):
-        self.block_table, self.batch_idx = block_table, batch_idx
-        self.page = cache_shape[1]
-
-    def __call__(self, b: int, positions: torch.Tensor):
-        if self.block_table is None:
-            return self.batch_idx[b].long().expand_as(positions), positions
-        pages = self.block_table[b, positions // self.page].long()
-        return pages, positions % self.page
+def _cache_slots(pos, batch_idx, block_table, page):
+    """Cache (row, column) indices of positions pos (B', S) of B' sequences whose
+    cache rows are batch_idx (B',), or, paged, whose pages are block_table (B', P)."""
+    if block_table is None:
+        return batch_idx.long().view(-1, 1).expand_as(pos), pos
+    return block_table.long().gather(1, pos // page), pos % page
 
 
 def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None,
@@ -134,8 +128,8 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
             batch_idx = torch.arange(batch, dtype=torch.int32, device=device)
         if leftpad is None:
             leftpad = torch.zeros(batch, dtype=torch.int32, device=device)
-        slots = _CacheSlots(k_cache.shape, batch_idx, block_table)
-        keys, values, cu_k, max_k = _gather(k_cache, v_cache, leftpad, seqlens, slots)
+        keys, values, cu_k, max_k = _gather(k_cache, v_cache, leftpad, seqlens, batch_idx,
+                                            block_table)
         cu_q = torch.arange(0, (batch + 1) * seqlen_q, seqlen_q, dtype=torch.int32,
                             device=device)
         out, lse, _ = _attention(
@@ -202,22 +196,21 @@ def _append(k_cache, v_cache, k, v, seqlens, batch_idx, block_table):
     """Write the new keys/values at positions seqlens[b] ... of each sequence
     (one index_put per cache, no host sync)."""
     pos = seqlens.long().view(-1, 1) + torch.arange(k.shape[1], device=k.device)  # (B, Sn)
-    if block_table is None:
-        if batch_idx is None:
-            batch_idx = torch.arange(k.shape[0], device=k.device)
-        rows, cols = batch_idx.long().view(-1, 1).expand_as(pos), pos
-    else:
-        page = k_cache.shape[1]
-        rows, cols = block_table.long().gather(1, pos // page), pos % page
+    if block_table is None and batch_idx is None:
+        batch_idx = torch.arange(k.shape[0], device=k.device)
+    rows, cols = _cache_slots(pos, batch_idx, block_table, k_cache.shape[1])
     k_cache[rows, cols] = k.to(k_cache.dtype)
     v_cache[rows, cols] = v.to(v_cache.dtype)
 
 
-def _gather(k_cache, v_cache, leftpad, seqlens, slots):
+def _gather(k_cache, v_cache, leftpad, seqlens, batch_idx, block_table):
     """Pack each sequence's live keys [leftpad, seqlen) into (total_k, Hk, D)."""
     keys, values, lengths = [], [], [0]
     for b, (lo, hi) in enumerate(zip(leftpad.tolist(), seqlens.tolist())):
-        rows, cols = slots(b, torch.arange(lo, hi, device=k_cache.device))
+        pos = torch.arange(lo, hi, device=k_cache.device).view(1, -1)
+        rows, cols = _cache_slots(pos, batch_idx[b:b + 1], None if block_table is None
+                                  else block_table[b:b + 1], k_cache.shape[1])
+        rows, cols = rows[0], cols[0]
         keys.append(k_cache[rows, cols])
         values.append(v_cache[rows, cols])
         lengths.append(hi - lo)
