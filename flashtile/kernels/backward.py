@@ -19,9 +19,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (LOG2E, band_bounds, dot_precision, dropout_keep, head_scalars,
-                     launch_scalars, load_tile, probs_tile, seq_strides, store_tile)
-from .config import get_config, padded_head_dim
+from .common import (LOG2E, band_bounds, descriptor_ok, dot_precision, dropout_keep,
+                     head_scalars, launch_scalars, load_block, make_descriptor, probs_tile,
+                     seq_strides, store_tile)
+from .config import get_config, interpreter_active, padded_head_dim
 from .forward import _seq_bounds
 
 
@@ -58,20 +59,43 @@ def _load_row_stats(Lse, Delta, lse_off, rows, seqlen_q):
 
 
 @triton.jit
-def _dkdv_inner(dk, dv, k, v, cols, q_base, do_base, stride_qs, stride_ds, Lse, Delta, lse_off,
-                m_start, m_stop, seqlen_q, seqlen_k, window_left, window_right,
+def _add_dq(DQAcc, dq, acc_row0, m, rows, offs_d, h, num_heads, seqlen_q,
+            DQ_MODE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    """DQAcc[acc_row0 + rows, h, :] += dq (fp32 accumulator, contiguous)."""
+    if DQ_MODE == 2:  # rows past the item add exact zeros (P = 0 there)
+        DQAcc.atomic_add([acc_row0 + m, h, 0], dq.reshape(BLOCK_M, 1, BLOCK_D))
+    else:
+        row = (acc_row0 + rows).to(tl.int64) * num_heads + h
+        tl.atomic_add(DQAcc + row[:, None] * BLOCK_D + offs_d[None, :], dq,
+                      mask=rows[:, None] < seqlen_q, sem="relaxed")
+
+
+@triton.jit
+def _dkdv_inner(dk, dv, k, v, cols, q_src, do_src, stride_qs, stride_ds, b, h, Lse, Delta,
+                lse_off, DQAcc, acc_row0, num_heads, m_start, m_stop, seqlen_q, seqlen_k, window_left,
+                window_right,
                 score_mul, cap_mul, alibi_mul, seed, bh, max_seqlen_k, dropout_p,
                 HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
                 MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
-                HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
-    """Add the query tiles [m_start, m_stop) of one head to dK, dV (transposed tiles)."""
+                HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr,
+                DQ_MODE: tl.constexpr):
+    """Add the query tiles [m_start, m_stop) of one head to dK, dV (transposed tiles).
+
+    DQ_MODE > 0: also add dS K of each tile into the fp32 dQ accumulator, an
+    (rows, H, BLOCK_D) buffer whose row acc_row0 + i is query i of this item, with
+    atomic adds (1) or the copy engine's reduce-add through a descriptor (2): 5
+    matmuls per tile instead of 7 across two kernels, at the price of a summation
+    order that varies from run to run.
+    """
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     for m in range(m_start, m_stop, BLOCK_M):
         rows = m + offs_m  # [BLOCK_M] query indices
         # 1. load Q, dO tiles and the row statistics                  # [BLOCK_M, BLOCK_D]
-        q = load_tile(q_base, stride_qs, rows, offs_d, seqlen_q, HEAD_DIM, MASKED)
-        do = load_tile(do_base, stride_ds, rows, offs_d, seqlen_q, HEAD_DIM, MASKED)
+        q = load_block(q_src, stride_qs, b, h, m, rows, offs_d, seqlen_q, HEAD_DIM, MASKED,
+                       USE_DESC, BLOCK_M, BLOCK_D)
+        do = load_block(do_src, stride_ds, b, h, m, rows, offs_d, seqlen_q, HEAD_DIM, MASKED,
+                        USE_DESC, BLOCK_M, BLOCK_D)
         lse2, delta = _load_row_stats(Lse, Delta, lse_off, rows, seqlen_q)
         # 2. recompute P^T from the scores and the stored LSE          # [BLOCK_N, BLOCK_M]
         qk_t = tl.dot(k, tl.trans(q), input_precision=PRECISION)
@@ -93,11 +117,15 @@ def _dkdv_inner(dk, dv, k, v, cols, q_base, do_base, stride_qs, stride_ds, Lse, 
         if HAS_SOFTCAP:
             ds_t = ds_t * (1.0 - t_t * t_t)
         dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=PRECISION)
+        if DQ_MODE > 0:
+            dq = tl.dot(tl.trans(ds_t.to(k.dtype)), k, input_precision=PRECISION)
+            _add_dq(DQAcc, dq, acc_row0, m, rows, offs_d, h, num_heads, seqlen_q, DQ_MODE,
+                    BLOCK_M, BLOCK_D)
     return dk, dv
 
 
 @triton.jit
-def _bwd_dkdv_kernel(Q, K, V, DOut, Lse, Delta, DK, DV, CuSeqQ, CuSeqK, Alibi, Seed,
+def _bwd_dkdv_kernel(Q, K, V, DOut, Lse, Delta, DK, DV, DQAcc, CuSeqQ, CuSeqK, Alibi, Seed,
                      stride_qb, stride_qs, stride_qh, stride_kb, stride_ks, stride_kh,
                      stride_vb, stride_vs, stride_vh, stride_db, stride_ds, stride_dh,
                      stride_dkb, stride_dks, stride_dkh, stride_dvb, stride_dvs, stride_dvh,
@@ -106,7 +134,9 @@ def _bwd_dkdv_kernel(Q, K, V, DOut, Lse, Delta, DK, DV, CuSeqQ, CuSeqK, Alibi, S
                      window_left, window_right, score_mul, cap_mul, grad_scale, dropout_p,
                      HEAD_DIM: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
                      HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr,
-                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                     USE_DESC: tl.constexpr, DQ_MODE: tl.constexpr):
+    """Q, K, V, DOut are pointers, or (B, S, H, D) tensor descriptors when USE_DESC."""
     pid_n = tl.program_id(0)
     bhk = tl.program_id(1)
     b = bhk // kv_heads
@@ -120,10 +150,13 @@ def _bwd_dkdv_kernel(Q, K, V, DOut, Lse, Delta, DK, DV, CuSeqQ, CuSeqK, Alibi, S
     cols = n0 + tl.arange(0, BLOCK_N)  # [BLOCK_N] key indices within the item
     offs_d = tl.arange(0, BLOCK_D)
     b64 = b.to(tl.int64)
-    k = load_tile(K + b64 * stride_kb + k_start * stride_ks + hk * stride_kh, stride_ks, cols,
-                  offs_d, sk, HEAD_DIM, True)  # [BLOCK_N, BLOCK_D]
-    v = load_tile(V + b64 * stride_vb + k_start * stride_vs + hk * stride_vh, stride_vs, cols,
-                  offs_d, sk, HEAD_DIM, True)
+    if not USE_DESC:
+        K = K + b64 * stride_kb + k_start * stride_ks + hk * stride_kh
+        V = V + b64 * stride_vb + k_start * stride_vs + hk * stride_vh
+    k = load_block(K, stride_ks, b, hk, n0, cols, offs_d, sk, HEAD_DIM, True, USE_DESC,
+                   BLOCK_N, BLOCK_D)  # [BLOCK_N, BLOCK_D]
+    v = load_block(V, stride_vs, b, hk, n0, cols, offs_d, sk, HEAD_DIM, True, USE_DESC,
+                   BLOCK_N, BLOCK_D)
     seed = 0
     if HAS_DROPOUT:
         seed = tl.load(Seed)
@@ -135,31 +168,39 @@ def _bwd_dkdv_kernel(Q, K, V, DOut, Lse, Delta, DK, DV, CuSeqQ, CuSeqK, Alibi, S
 
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    acc_row0 = (b * seqlen_q + q_start).to(tl.int32)  # varlen: seqlen_q = 0
     for g in range(0, kv_group):
         # Each query head of the GQA group adds its share into the same accumulators.
         h = hk * kv_group + g
         bh = b * num_heads + h
-        q_base = Q + b64 * stride_qb + q_start * stride_qs + h * stride_qh
-        do_base = DOut + b64 * stride_db + q_start * stride_ds + h * stride_dh
+        if USE_DESC:
+            q_src = Q
+            do_src = DOut
+        else:
+            q_src = Q + b64 * stride_qb + q_start * stride_qs + h * stride_qh
+            do_src = DOut + b64 * stride_db + q_start * stride_ds + h * stride_dh
         lse_off = b64 * stride_lb + h * stride_lh + q_start
         alibi_mul = 0.0
         if HAS_ALIBI:
             alibi_mul = tl.load(Alibi + b * stride_ab + h * stride_ah) * LOG2E
         dk, dv = _dkdv_inner(
-            dk, dv, k, v, cols, q_base, do_base, stride_qs, stride_ds, Lse, Delta, lse_off,
+            dk, dv, k, v, cols, q_src, do_src, stride_qs, stride_ds, b, h, Lse, Delta, lse_off,
+            DQAcc, acc_row0, num_heads,
             m_begin, m_full_lo, sq, sk, window_left, window_right, score_mul, cap_mul,
             alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_M, BLOCK_D, True,
-            HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION)
+            HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, USE_DESC, DQ_MODE)
         dk, dv = _dkdv_inner(
-            dk, dv, k, v, cols, q_base, do_base, stride_qs, stride_ds, Lse, Delta, lse_off,
+            dk, dv, k, v, cols, q_src, do_src, stride_qs, stride_ds, b, h, Lse, Delta, lse_off,
+            DQAcc, acc_row0, num_heads,
             m_full_lo, m_full_hi, sq, sk, window_left, window_right, score_mul, cap_mul,
             alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_M, BLOCK_D, False,
-            HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION)
+            HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, USE_DESC, DQ_MODE)
         dk, dv = _dkdv_inner(
-            dk, dv, k, v, cols, q_base, do_base, stride_qs, stride_ds, Lse, Delta, lse_off,
+            dk, dv, k, v, cols, q_src, do_src, stride_qs, stride_ds, b, h, Lse, Delta, lse_off,
+            DQAcc, acc_row0, num_heads,
             m_full_hi, m_end, sq, sk, window_left, window_right, score_mul, cap_mul,
             alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_M, BLOCK_D, True,
-            HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION)
+            HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, USE_DESC, DQ_MODE)
 
     # dS was taken w.r.t. the scaled score: the softmax scale is applied once here.
     dk = dk * grad_scale
@@ -170,20 +211,22 @@ def _bwd_dkdv_kernel(Q, K, V, DOut, Lse, Delta, DK, DV, CuSeqQ, CuSeqK, Alibi, S
 
 
 @triton.jit
-def _dq_inner(dq, q, do, lse2, delta, rows, k_base, v_base, stride_ks, stride_vs,
+def _dq_inner(dq, q, do, lse2, delta, rows, k_src, v_src, stride_ks, stride_vs, b, hk,
               n_start, n_stop, seqlen_q, seqlen_k, window_left, window_right,
               score_mul, cap_mul, alibi_mul, seed, bh, max_seqlen_k, dropout_p,
               HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
               MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
-              HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
+              HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr):
     """Add the key tiles [n_start, n_stop) to dQ."""
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     for n in range(n_start, n_stop, BLOCK_N):
         cols = n + offs_n  # [BLOCK_N] key indices
         # 1. load the K and V tiles                                   # [BLOCK_N, BLOCK_D]
-        k = load_tile(k_base, stride_ks, cols, offs_d, seqlen_k, HEAD_DIM, MASKED)
-        v = load_tile(v_base, stride_vs, cols, offs_d, seqlen_k, HEAD_DIM, MASKED)
+        k = load_block(k_src, stride_ks, b, hk, n, cols, offs_d, seqlen_k, HEAD_DIM, MASKED,
+                       USE_DESC, BLOCK_N, BLOCK_D)
+        v = load_block(v_src, stride_vs, b, hk, n, cols, offs_d, seqlen_k, HEAD_DIM, MASKED,
+                       USE_DESC, BLOCK_N, BLOCK_D)
         # 2. recompute P from the scores and the stored LSE            # [BLOCK_M, BLOCK_N]
         qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)
         p, t = probs_tile(qk, rows[:, None], cols[None, :], lse2[:, None], seqlen_q, seqlen_k,
@@ -211,7 +254,9 @@ def _bwd_dq_kernel(Q, K, V, DOut, Lse, Delta, DQ, CuSeqQ, CuSeqK, Alibi, Seed,
                    window_left, window_right, score_mul, cap_mul, grad_scale, dropout_p,
                    HEAD_DIM: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
                    HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                   USE_DESC: tl.constexpr):
+    """Q, K, V, DOut are pointers, or (B, S, H, D) tensor descriptors when USE_DESC."""
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // num_heads
@@ -226,13 +271,16 @@ def _bwd_dq_kernel(Q, K, V, DOut, Lse, Delta, DQ, CuSeqQ, CuSeqK, Alibi, Seed,
     rows = m0 + tl.arange(0, BLOCK_M)  # [BLOCK_M] query indices within the item
     offs_d = tl.arange(0, BLOCK_D)
     b64 = b.to(tl.int64)
-    q = load_tile(Q + b64 * stride_qb + q_start * stride_qs + h * stride_qh, stride_qs, rows,
-                  offs_d, sq, HEAD_DIM, True)  # [BLOCK_M, BLOCK_D]
-    do = load_tile(DOut + b64 * stride_db + q_start * stride_ds + h * stride_dh, stride_ds, rows,
-                   offs_d, sq, HEAD_DIM, True)
+    if not USE_DESC:
+        Q = Q + b64 * stride_qb + q_start * stride_qs + h * stride_qh
+        DOut = DOut + b64 * stride_db + q_start * stride_ds + h * stride_dh
+        K = K + b64 * stride_kb + k_start * stride_ks + hk * stride_kh
+        V = V + b64 * stride_vb + k_start * stride_vs + hk * stride_vh
+    q = load_block(Q, stride_qs, b, h, m0, rows, offs_d, sq, HEAD_DIM, True, USE_DESC,
+                   BLOCK_M, BLOCK_D)  # [BLOCK_M, BLOCK_D]
+    do = load_block(DOut, stride_ds, b, h, m0, rows, offs_d, sq, HEAD_DIM, True, USE_DESC,
+                    BLOCK_M, BLOCK_D)
     lse2, delta = _load_row_stats(Lse, Delta, b64 * stride_lb + h * stride_lh + q_start, rows, sq)
-    k_base = K + b64 * stride_kb + k_start * stride_ks + hk * stride_kh
-    v_base = V + b64 * stride_vb + k_start * stride_vs + hk * stride_vh
     alibi_mul, seed = head_scalars(Alibi, stride_ab, stride_ah, b, h, Seed, HAS_ALIBI,
                                    HAS_DROPOUT)
 
@@ -241,21 +289,28 @@ def _bwd_dq_kernel(Q, K, V, DOut, Lse, Delta, DQ, CuSeqQ, CuSeqK, Alibi, Seed,
     n_begin, n_full_lo, n_full_hi, n_end = band_bounds(
         m0, last_row, sk, sk - sq - window_left, sk - sq + window_right, BLOCK_N)
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    dq = _dq_inner(dq, q, do, lse2, delta, rows, k_base, v_base, stride_ks, stride_vs,
+    dq = _dq_inner(dq, q, do, lse2, delta, rows, K, V, stride_ks, stride_vs, b, hk,
                    n_begin, n_full_lo, sq, sk, window_left, window_right, score_mul, cap_mul,
                    alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D,
-                   True, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION)
-    dq = _dq_inner(dq, q, do, lse2, delta, rows, k_base, v_base, stride_ks, stride_vs,
+                   True, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, USE_DESC)
+    dq = _dq_inner(dq, q, do, lse2, delta, rows, K, V, stride_ks, stride_vs, b, hk,
                    n_full_lo, n_full_hi, sq, sk, window_left, window_right, score_mul, cap_mul,
                    alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D,
-                   False, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION)
-    dq = _dq_inner(dq, q, do, lse2, delta, rows, k_base, v_base, stride_ks, stride_vs,
+                   False, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, USE_DESC)
+    dq = _dq_inner(dq, q, do, lse2, delta, rows, K, V, stride_ks, stride_vs, b, hk,
                    n_full_hi, n_end, sq, sk, window_left, window_right, score_mul, cap_mul,
                    alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D,
-                   True, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION)
+                   True, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, USE_DESC)
     dq = dq * grad_scale
     store_tile(DQ + b64 * stride_dqb + q_start * stride_dqs + h * stride_dqh, stride_dqs, rows,
                offs_d, sq, dq, HEAD_DIM)
+
+
+# Experiment switches for benchmarks/bwd_variants.py: fuse dQ into the dK/dV kernel
+# (atomic accumulation: 5 matmuls per tile instead of 7, but 10-15% slower as measured),
+# and reduce-add through a TMA descriptor (bulk, one per tile) rather than per element.
+FUSED_DQ = False
+DQ_REDUCE_TMA = True
 
 
 def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
@@ -264,11 +319,12 @@ def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, m
                        fp32_precision: str = "tf32"):
     """Gradients (dq, dk, dv) of attention_forward, shaped and typed like q, k, v.
 
-    ``deterministic`` is accepted for API parity and ignored: these kernels use no
-    atomics, every gradient element is reduced by one program in a fixed order, so
-    results are always bitwise reproducible.
+    A separate dQ kernel recomputes P and dP per query block: every gradient
+    element is reduced by one program in a fixed order, so results are bitwise
+    reproducible and ``deterministic`` changes nothing. (With FUSED_DQ the dK/dV
+    kernel also reduce-adds dQ into an fp32 buffer instead, unless deterministic;
+    measured slower on the H200, see benchmarks/NOTES.md, so off by default.)
     """
-    del deterministic
     varlen = cu_seqlens_q is not None
     if varlen:
         batch = cu_seqlens_q.numel() - 1
@@ -316,22 +372,44 @@ def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, m
                   BLOCK_D=block_d, **scalars)
     strides_in = (*seq_strides(q, varlen), *seq_strides(k, varlen), *seq_strides(v, varlen),
                   *seq_strides(dout, varlen))
-    # 2. dK, dV: one program per (key block, batch * KV head)
-    cfg = get_config("bwd_dkdv", head_dim, q.dtype)
+    dense_ok = not varlen and descriptor_ok(q, k, v, dout)
+
+    def sources(cfg):  # (q, k, v, dout) as pointers or descriptors, and the flag
+        if not (cfg.tma and dense_ok):
+            return (q, k, v, dout), False
+        return (make_descriptor(q, cfg.block_m, block_d), make_descriptor(k, cfg.block_n, block_d),
+                make_descriptor(v, cfg.block_n, block_d),
+                make_descriptor(dout, cfg.block_m, block_d)), True
+
+    # 2. dK, dV (and dQ unless deterministic): one program per (key block, batch * KV head)
+    fuse_dq = FUSED_DQ and not deterministic
+    cfg = get_config("bwd_dkdv_dq" if fuse_dq else "bwd_dkdv", head_dim, q.dtype)
+    srcs, use_desc = sources(cfg)
+    dq_mode, dq_acc = 0, lse  # placeholder, never read
+    if fuse_dq:
+        rows = q.shape[0] * q.shape[1] if not varlen else q.shape[0]
+        dq_acc = torch.zeros((rows, num_heads, block_d), dtype=torch.float32, device=q.device)
+        dq_mode = 1
+        if DQ_REDUCE_TMA and not interpreter_active():  # (the interpreter has no reduce-add)
+            dq_mode, dq_acc_arg = 2, make_descriptor(dq_acc, cfg.block_m, block_d)
     if max_seqlen_k > 0:
         _bwd_dkdv_kernel[(triton.cdiv(max_seqlen_k, cfg.block_n), batch * kv_heads)](
-            q, k, v, dout, lse, delta, dk, dv, cu_q, cu_k, alibi, seed_t, *strides_in,
+            *srcs, lse, delta, dk, dv, dq_acc_arg if dq_mode == 2 else dq_acc, cu_q, cu_k, alibi, seed_t, *strides_in,
             *seq_strides(dk, varlen), *seq_strides(dv, varlen), stride_lb, stride_lh,
             stride_ab, stride_ah, num_heads, kv_heads, num_heads // kv_heads, seqlen_q, seqlen_k,
-            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps,
-            num_stages=cfg.num_stages, **common)
+            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, USE_DESC=use_desc, DQ_MODE=dq_mode,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages, **common)
+    if fuse_dq:  # dS was taken w.r.t. the scaled score: apply the scale once here
+        dq.copy_(dq_acc[..., :head_dim].mul_(softmax_scale).view(q.shape))
+        return dq, dk, dv
     # 3. dQ: one program per (query block, batch * head)
     cfg = get_config("bwd_dq", head_dim, q.dtype)
+    srcs, use_desc = sources(cfg)
     if max_seqlen_q > 0:
         _bwd_dq_kernel[(triton.cdiv(max_seqlen_q, cfg.block_m), batch * num_heads)](
-            q, k, v, dout, lse, delta, dq, cu_q, cu_k, alibi, seed_t, *strides_in,
+            *srcs, lse, delta, dq, cu_q, cu_k, alibi, seed_t, *strides_in,
             *seq_strides(dq, varlen), stride_lb, stride_lh, stride_ab, stride_ah,
             num_heads, num_heads // kv_heads, seqlen_q, seqlen_k,
-            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps,
-            num_stages=cfg.num_stages, **common)
+            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, USE_DESC=use_desc,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages, **common)
     return dq, dk, dv

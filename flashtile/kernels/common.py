@@ -10,6 +10,7 @@ Device side (``@triton.jit``):
 * `tanh_exp2`       tanh written with exp2 (no libdevice needed)
 * `load_tile`       a [rows, BLOCK_D] tile of Q, K, V or dO, masked at the edges
 * `store_tile`      its mirror for O, dQ, dK, dV (cast to the output's dtype)
+* `load_block`      `load_tile`, or the same rows through a TMA tensor descriptor
 * `probs_tile`      P (or P^T) recomputed from scores and the stored LSE (backward)
 * `head_scalars`    the ALiBi slope (log2 units) and dropout seed of one program
 
@@ -123,6 +124,20 @@ def store_tile(base, stride, idx, offs_d, length, value, HEAD_DIM: tl.constexpr)
 
 
 @triton.jit
+def load_block(src, stride, b, h, row0, idx, offs_d, length, HEAD_DIM: tl.constexpr,
+               MASKED: tl.constexpr, USE_DESC: tl.constexpr, BLOCK: tl.constexpr,
+               BLOCK_D: tl.constexpr):
+    """Rows row0 .. row0 + BLOCK of one head: `src` is either the head's base pointer
+    (`load_tile`) or a (B, S, H, D) tensor descriptor, whose copy engine (TMA) zero-fills
+    rows past S and columns past D itself, so no mask is computed."""
+    if USE_DESC:  # (one branch is compiled: an early return would compile both)
+        tile = src.load([b, row0, h, 0]).reshape(BLOCK, BLOCK_D)
+    else:
+        tile = load_tile(src, stride, idx, offs_d, length, HEAD_DIM, MASKED)
+    return tile
+
+
+@triton.jit
 def probs_tile(qk, q_idx, k_idx, lse2, seqlen_q, seqlen_k, window_left, window_right,
                score_mul, cap_mul, alibi_mul, HAS_SOFTCAP: tl.constexpr,
                HAS_ALIBI: tl.constexpr, MASKED: tl.constexpr):
@@ -203,6 +218,25 @@ def launch_scalars(*, softmax_scale: float, softcap: float, window_left: int,
         window_right=window_right if window_right >= 0 else unbounded,
         HAS_SOFTCAP=softcap > 0,
     )
+
+
+def descriptor_ok(*tensors: torch.Tensor) -> bool:
+    """True when dense (B, S, H, D) 16-bit tensors meet TMA's rules: base and every
+    stride but the last 16-byte aligned (packed qkv with an odd head dim is not)."""
+    for x in tensors:
+        if x.dim() != 4 or x.element_size() != 2 or x.stride(-1) != 1:
+            return False
+        if x.data_ptr() % 16 or any(st * 2 % 16 for st in x.stride()[:-1]):
+            return False
+    return True
+
+
+def make_descriptor(x: torch.Tensor, block_rows: int, block_d: int):
+    """A (B, S, H, D) descriptor that moves [1, block_rows, 1, block_d] boxes, or a
+    (rows, H, D) one that moves [block_rows, 1, block_d] boxes."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+    box = [1, block_rows, 1, block_d] if x.dim() == 4 else [block_rows, 1, block_d]
+    return TensorDescriptor(x, list(x.shape), list(x.stride()), box)
 
 
 def dot_precision(dtype: torch.dtype, fp32_precision: str) -> str:

@@ -34,6 +34,7 @@ class KernelConfig:
     block_n: int  # keys per tile
     num_warps: int
     num_stages: int
+    tma: bool = False  # move tiles through TMA tensor descriptors where the layout allows
 
 
 def interpreter_active() -> bool:
@@ -47,6 +48,8 @@ def padded_head_dim(head_dim: int) -> int:
 
 
 def _dtype_class(dtype: torch.dtype) -> str:
+    if dtype == torch.float8_e4m3fn:
+        return "fp8"
     return "fp32" if dtype == torch.float32 else "16bit"
 
 
@@ -54,11 +57,18 @@ _C = KernelConfig
 # (pass, dtype class, block_d) -> config. block_d is 16, 32, 64, 128 or 256.
 _GPU_TABLE: dict[tuple[str, str, int], KernelConfig] = {
     # forward: a Q tile stays in registers while K/V tiles stream through
-    ("fwd", "16bit", 16): _C(128, 64, 4, 3),
-    ("fwd", "16bit", 32): _C(128, 64, 4, 3),
-    ("fwd", "16bit", 64): _C(128, 64, 4, 3),
-    ("fwd", "16bit", 128): _C(128, 64, 8, 3),
+    # (TMA: +5% at d64, +20% at d128 with 128-key tiles, -20% at d256; NOTES.md)
+    ("fwd", "16bit", 16): _C(128, 64, 4, 3, tma=True),
+    ("fwd", "16bit", 32): _C(128, 64, 4, 3, tma=True),
+    ("fwd", "16bit", 64): _C(128, 64, 4, 3, tma=True),
+    ("fwd", "16bit", 128): _C(128, 128, 8, 3, tma=True),
     ("fwd", "16bit", 256): _C(128, 64, 8, 2),
+    # FP8 forward (pointer loads; V transposed by the host): half the bytes per tile
+    ("fwd", "fp8", 16): _C(128, 64, 4, 3),
+    ("fwd", "fp8", 32): _C(128, 64, 4, 3),
+    ("fwd", "fp8", 64): _C(128, 128, 4, 3),
+    ("fwd", "fp8", 128): _C(128, 128, 8, 3),
+    ("fwd", "fp8", 256): _C(128, 64, 8, 2),
     ("fwd", "fp32", 16): _C(64, 64, 4, 2),
     ("fwd", "fp32", 32): _C(64, 64, 4, 2),
     ("fwd", "fp32", 64): _C(64, 32, 4, 2),
@@ -69,17 +79,28 @@ _GPU_TABLE: dict[tuple[str, str, int], KernelConfig] = {
     ("bwd_dkdv", "16bit", 32): _C(32, 128, 4, 3),
     ("bwd_dkdv", "16bit", 64): _C(32, 128, 4, 3),
     ("bwd_dkdv", "16bit", 128): _C(64, 128, 8, 2),
-    ("bwd_dkdv", "16bit", 256): _C(32, 32, 4, 2),
+    ("bwd_dkdv", "16bit", 256): _C(64, 32, 4, 2),
     ("bwd_dkdv", "fp32", 16): _C(32, 64, 4, 2),
     ("bwd_dkdv", "fp32", 32): _C(32, 64, 4, 2),
     ("bwd_dkdv", "fp32", 64): _C(32, 64, 4, 2),
     ("bwd_dkdv", "fp32", 128): _C(32, 64, 8, 1),
     ("bwd_dkdv", "fp32", 256): _C(16, 32, 8, 1),
+    # dK/dV with dQ fused in (reduce-adds of dS K into an fp32 buffer): the default
+    ("bwd_dkdv_dq", "16bit", 16): _C(32, 128, 4, 3),
+    ("bwd_dkdv_dq", "16bit", 32): _C(32, 128, 4, 3),
+    ("bwd_dkdv_dq", "16bit", 64): _C(32, 128, 4, 3),
+    ("bwd_dkdv_dq", "16bit", 128): _C(64, 128, 8, 2),
+    ("bwd_dkdv_dq", "16bit", 256): _C(32, 32, 4, 2),
+    ("bwd_dkdv_dq", "fp32", 16): _C(32, 64, 4, 2),
+    ("bwd_dkdv_dq", "fp32", 32): _C(32, 64, 4, 2),
+    ("bwd_dkdv_dq", "fp32", 64): _C(32, 64, 4, 2),
+    ("bwd_dkdv_dq", "fp32", 128): _C(32, 64, 8, 1),
+    ("bwd_dkdv_dq", "fp32", 256): _C(16, 32, 8, 1),
     # dQ: Q, dO and one fp32 accumulator stay resident while K/V stream through
-    ("bwd_dq", "16bit", 16): _C(64, 64, 4, 3),
-    ("bwd_dq", "16bit", 32): _C(64, 64, 4, 3),
-    ("bwd_dq", "16bit", 64): _C(64, 64, 4, 3),
-    ("bwd_dq", "16bit", 128): _C(64, 64, 4, 2),
+    ("bwd_dq", "16bit", 16): _C(64, 64, 4, 3, tma=True),
+    ("bwd_dq", "16bit", 32): _C(64, 64, 4, 3, tma=True),
+    ("bwd_dq", "16bit", 64): _C(64, 64, 4, 3, tma=True),
+    ("bwd_dq", "16bit", 128): _C(64, 64, 4, 3, tma=True),
     ("bwd_dq", "16bit", 256): _C(64, 32, 4, 2),
     ("bwd_dq", "fp32", 16): _C(64, 32, 4, 2),
     ("bwd_dq", "fp32", 32): _C(64, 32, 4, 2),
@@ -92,7 +113,8 @@ for _d in (16, 32, 64, 128, 256):
     for _cls in ("16bit", "fp32"):
         _GPU_TABLE[("bwd_pre", _cls, _d)] = _C(128 if _d <= 64 else 64, 0, 4, 1)
 
-_INTERPRETER_CONFIG = KernelConfig(16, 16, 1, 1)
+# (TMA on, so CPU tests cover the descriptor path; layouts it cannot take fall back)
+_INTERPRETER_CONFIG = KernelConfig(16, 16, 1, 1, tma=True)
 
 
 def get_config(pass_name: str, head_dim: int, dtype: torch.dtype) -> KernelConfig:

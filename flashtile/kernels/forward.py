@@ -13,9 +13,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (LN2, LOG2E, band_bounds, dot_precision, dropout_keep, head_scalars,
-                     launch_scalars, load_tile, score_tile, seq_strides, store_tile,
-                     visible_mask)
+from .common import (LN2, LOG2E, band_bounds, descriptor_ok, dot_precision, dropout_keep,
+                     head_scalars, launch_scalars, load_block, load_tile, make_descriptor,
+                     score_tile, seq_strides, store_tile, visible_mask)
 from .config import get_config, padded_head_dim
 
 
@@ -33,12 +33,25 @@ def _seq_bounds(cu_seqlens, b, dense_len, IS_VARLEN: tl.constexpr):
 
 
 @triton.jit
-def _fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_ks, stride_vs, rows, n_start, n_stop,
-               seqlen_q, seqlen_k, window_left, window_right, score_mul, cap_mul, alibi_mul,
-               seed, bh, max_seqlen_k, dropout_p,
+def _load_vt_tile(vt_base, stride_vs, stride_vd, cols, offs_d, seqlen_k, HEAD_DIM: tl.constexpr,
+                  MASKED: tl.constexpr):
+    """[BLOCK_D, BLOCK_N] tile of a V stored transposed (stride_vs = 1 along keys)."""
+    mask = offs_d[:, None] < HEAD_DIM
+    if MASKED:
+        mask = mask & (cols[None, :] < seqlen_k)
+    return tl.load(vt_base + offs_d[:, None] * stride_vd + cols[None, :] * stride_vs, mask=mask,
+                   other=0.0)
+
+
+@triton.jit
+def _fwd_inner(acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, b, hk, rows,
+               n_start,
+               n_stop, seqlen_q, seqlen_k, window_left, window_right, score_mul, cap_mul,
+               alibi_mul, seed, bh, max_seqlen_k, dropout_p,
                HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
-               HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
+               HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr,
+               IS_FP8: tl.constexpr):
     """Fold key tiles [n_start, n_stop) into the running (acc, l_i, m_i).
 
     MASKED tiles straddle a window edge or the end of the keys; the others are
@@ -50,8 +63,14 @@ def _fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_ks, stride_vs, rows, n_s
     for n in range(n_start, n_stop, BLOCK_N):
         cols = n + offs_n  # [BLOCK_N] key indices
         # 1. load the K and V tiles                                   # [BLOCK_N, BLOCK_D]
-        k = load_tile(k_base, stride_ks, cols, offs_d, seqlen_k, HEAD_DIM, MASKED)
-        v = load_tile(v_base, stride_vs, cols, offs_d, seqlen_k, HEAD_DIM, MASKED)
+        k = load_block(k_src, stride_ks, b, hk, n, cols, offs_d, seqlen_k, HEAD_DIM, MASKED,
+                       USE_DESC, BLOCK_N, BLOCK_D)
+        if IS_FP8:  # V arrives transposed (keys contiguous): fp8 P.V wants it K-major
+            v = tl.trans(_load_vt_tile(v_src, stride_vs, stride_vd, cols, offs_d, seqlen_k,
+                                       HEAD_DIM, MASKED))
+        else:
+            v = load_block(v_src, stride_vs, b, hk, n, cols, offs_d, seqlen_k, HEAD_DIM,
+                           MASKED, USE_DESC, BLOCK_N, BLOCK_D)
         # 2. scores of this tile in log2 units                         # [BLOCK_M, BLOCK_N]
         qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)
         s, _ = score_tile(qk, rows[:, None], cols[None, :], diag_offset, score_mul, cap_mul,
@@ -66,27 +85,34 @@ def _fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_ks, stride_vs, rows, n_s
         alpha = tl.exp2(m_i - m_ref)
         p = tl.exp2(s - m_ref[:, None])  # [BLOCK_M, BLOCK_N]
         l_i = l_i * alpha + tl.sum(p, 1)  # the normaliser counts dropped entries too
+        acc = acc * alpha[:, None]
+        m_i = m_new
         # 4. dropout zeroes entries of P (the 1 / (1 - p) is applied at the end)
         if HAS_DROPOUT:
             keep = dropout_keep(seed, bh, rows[:, None], cols[None, :], max_seqlen_k, dropout_p)
             p = tl.where(keep, p, 0.0)
-        # 5. acc <- alpha * acc + P V                                  # [BLOCK_M, BLOCK_D]
-        acc = acc * alpha[:, None]
+        # 5. acc <- alpha * acc + P V (alpha applied above)           # [BLOCK_M, BLOCK_D]
         acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PRECISION)
-        m_i = m_new
     return acc, l_i, m_i
 
 
 @triton.jit
-def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed,
+def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed, Descale,
                 stride_qb, stride_qs, stride_qh, stride_kb, stride_ks, stride_kh,
                 stride_vb, stride_vs, stride_vh, stride_ob, stride_os, stride_oh,
-                stride_lb, stride_lh, stride_ab, stride_ah,
+                stride_lb, stride_lh, stride_ab, stride_ah, stride_vd, stride_desc,
                 num_heads, kv_group, seqlen_q, seqlen_k, max_seqlen_k,
                 window_left, window_right, score_mul, cap_mul, dropout_p,
                 HEAD_DIM: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
                 HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr,
-                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                USE_DESC: tl.constexpr, IS_FP8: tl.constexpr):
+    """Q, K, V, Out are pointers, or (B, S, H, D) tensor descriptors when USE_DESC
+    (dense inputs only: a descriptor's zero fill stops at S, not at an item's end).
+
+    IS_FP8: e4m3 Q, K and a transposed V (stride_vd between head-dim rows, keys
+    contiguous); Descale is fp32 (3, B, Hk) with stride_desc per (B, Hk) plane, and
+    Out is bf16. Scores use q_descale * k_descale, the output v_descale."""
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // num_heads
@@ -101,13 +127,21 @@ def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed,
     rows = m0 + tl.arange(0, BLOCK_M)  # [BLOCK_M] query indices within the item
     offs_d = tl.arange(0, BLOCK_D)
     b64 = b.to(tl.int64)
-    q_base = Q + b64 * stride_qb + q_start * stride_qs + h * stride_qh
-    k_base = K + b64 * stride_kb + k_start * stride_ks + hk * stride_kh
-    v_base = V + b64 * stride_vb + k_start * stride_vs + hk * stride_vh
-    q = load_tile(q_base, stride_qs, rows, offs_d, sq, HEAD_DIM, True)  # [BLOCK_M, BLOCK_D]
+    if USE_DESC:
+        k_src = K
+        v_src = V
+    else:
+        k_src = K + b64 * stride_kb + k_start * stride_ks + hk * stride_kh
+        v_src = V + b64 * stride_vb + k_start * stride_vs + hk * stride_vh
+        Q = Q + b64 * stride_qb + q_start * stride_qs + h * stride_qh
+    q = load_block(Q, stride_qs, b, h, m0, rows, offs_d, sq, HEAD_DIM, True, USE_DESC,
+                   BLOCK_M, BLOCK_D)  # [BLOCK_M, BLOCK_D]
 
     alibi_mul, seed = head_scalars(Alibi, stride_ab, stride_ah, b, h, Seed, HAS_ALIBI,
                                    HAS_DROPOUT)
+    if IS_FP8:  # FlashAttention-3's per-(batch, KV head) descales
+        descale = Descale + b * (num_heads // kv_group) + hk
+        score_mul = score_mul * tl.load(descale) * tl.load(descale + stride_desc)
 
     # Key band of these rows: masked edge tiles, unmasked interior, masked edge tiles.
     last_row = tl.minimum(m0 + BLOCK_M, sq) - 1
@@ -118,30 +152,38 @@ def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed,
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running normaliser
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     acc, l_i, m_i = _fwd_inner(
-        acc, l_i, m_i, q, k_base, v_base, stride_ks, stride_vs, rows, n_begin, n_full_lo,
+        acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, b, hk, rows, n_begin,
+        n_full_lo,
         sq, sk, window_left, window_right, score_mul, cap_mul, alibi_mul, seed, bh,
         max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D, True, HAS_SOFTCAP, HAS_ALIBI,
-        HAS_DROPOUT, PRECISION)
+        HAS_DROPOUT, PRECISION, USE_DESC, IS_FP8)
     acc, l_i, m_i = _fwd_inner(
-        acc, l_i, m_i, q, k_base, v_base, stride_ks, stride_vs, rows, n_full_lo, n_full_hi,
+        acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, b, hk, rows, n_full_lo,
+        n_full_hi,
         sq, sk, window_left, window_right, score_mul, cap_mul, alibi_mul, seed, bh,
         max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D, False, HAS_SOFTCAP, HAS_ALIBI,
-        HAS_DROPOUT, PRECISION)
+        HAS_DROPOUT, PRECISION, USE_DESC, IS_FP8)
     acc, l_i, m_i = _fwd_inner(
-        acc, l_i, m_i, q, k_base, v_base, stride_ks, stride_vs, rows, n_full_hi, n_end,
+        acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, b, hk, rows, n_full_hi,
+        n_end,
         sq, sk, window_left, window_right, score_mul, cap_mul, alibi_mul, seed, bh,
         max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D, True, HAS_SOFTCAP, HAS_ALIBI,
-        HAS_DROPOUT, PRECISION)
+        HAS_DROPOUT, PRECISION, USE_DESC, IS_FP8)
 
     # Epilogue: normalise once; rows that saw no key get out = 0 and LSE = -inf.
     empty = l_i == 0.0
     inv_l = 1.0 / tl.where(empty, 1.0, l_i)
     if HAS_DROPOUT:
         inv_l = inv_l / (1.0 - dropout_p)
+    if IS_FP8:
+        inv_l = inv_l * tl.load(descale + 2 * stride_desc)
     out = acc * inv_l[:, None]
     lse = tl.where(empty, float("-inf"), (m_i + tl.log2(tl.where(empty, 1.0, l_i))) * LN2)
-    o_base = Out + b64 * stride_ob + q_start * stride_os + h * stride_oh
-    store_tile(o_base, stride_os, rows, offs_d, sq, out, HEAD_DIM)
+    if USE_DESC:  # the copy engine clips the box at S and D
+        Out.store([b, m0, h, 0], out.to(Out.dtype).reshape(1, BLOCK_M, 1, BLOCK_D))
+    else:
+        o_base = Out + b64 * stride_ob + q_start * stride_os + h * stride_oh
+        store_tile(o_base, stride_os, rows, offs_d, sq, out, HEAD_DIM)
     lse_base = Lse + b64 * stride_lb + h * stride_lh + q_start
     tl.store(lse_base + rows, lse, mask=rows < sq)
 
@@ -197,23 +239,38 @@ def _probs_kernel(Q, K, Lse, Probs, CuSeqQ, CuSeqK, Alibi, Seed,
                  mask=(rows[:, None] < sq) & (cols[None, :] < sk))
 
 
+def _transposed_v(v: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """V copied with keys contiguous per (batch, KV head, channel), viewed back in V's
+    shape, and the stride between channels: FP8 P.V needs V K-major on Hopper."""
+    perm = (0, 2, 3, 1) if v.dim() == 4 else (1, 2, 0)  # (.., S, Hk, D) -> (.., Hk, D, S)
+    inv = (0, 3, 1, 2) if v.dim() == 4 else (2, 0, 1)
+    vt = v.permute(*perm).contiguous()
+    return vt.permute(*inv), vt.stride(-2)
+
+
 def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                       softmax_scale: float, window_left: int, window_right: int, softcap: float,
                       alibi_slopes, dropout_p: float, seed, return_probs: bool,
-                      fp32_precision: str = "tf32"):
-    """Run the forward kernel; returns (out, lse, probs or None). See the package doc."""
+                      fp32_precision: str = "tf32", descales=None):
+    """Run the forward kernel; returns (out, lse, probs or None). See the package doc.
+
+    FP8 (e4m3) q, k, v: `descales` = (q_descale, k_descale, v_descale), each fp32
+    (B, Hk); the output is bf16. (No dropout or probs with FP8: validated upstream.)
+    """
+    is_fp8 = q.dtype == torch.float8_e4m3fn
+    out_dtype = torch.bfloat16 if is_fp8 else q.dtype
     varlen = cu_seqlens_q is not None
     if varlen:
         total_q, num_heads, head_dim = q.shape
         batch = cu_seqlens_q.numel() - 1
-        out = torch.zeros(q.shape, dtype=q.dtype, device=q.device)
+        out = torch.zeros(q.shape, dtype=out_dtype, device=q.device)
         lse = torch.full((num_heads, total_q), float("-inf"), dtype=torch.float32, device=q.device)
         stride_lb, stride_lh = 0, lse.stride(0)
         seqlen_q = seqlen_k = 0  # per item, read from cu_seqlens inside the kernel
     else:
         batch, seqlen_q, num_heads, head_dim = q.shape
         seqlen_k = k.shape[1]
-        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        out = torch.empty(q.shape, dtype=out_dtype, device=q.device)
         lse = torch.empty((batch, num_heads, seqlen_q), dtype=torch.float32, device=q.device)
         stride_lb, stride_lh = lse.stride(0), lse.stride(1)
     kv_heads = k.shape[-2]
@@ -234,12 +291,26 @@ def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
     shared = dict(num_heads=num_heads, kv_group=num_heads // kv_heads, seqlen_q=seqlen_q,
                   seqlen_k=seqlen_k, max_seqlen_k=max_seqlen_k, dropout_p=dropout_p, **scalars)
     grid = (triton.cdiv(max_seqlen_q, cfg.block_m), batch * num_heads)
+    stride_vd = 1
+    descale = lse  # placeholder, never read
+    if is_fp8:
+        v, stride_vd = _transposed_v(v)
+        ones = torch.ones((batch, kv_heads), dtype=torch.float32, device=q.device)
+        descale = torch.stack([ones if d is None else d.float().expand(batch, kv_heads)
+                               for d in (descales or (None, None, None))])
+    srcs = (q, k, v, out)
+    use_desc = cfg.tma and not varlen and not is_fp8 and descriptor_ok(*srcs)
+    if use_desc:
+        srcs = tuple(make_descriptor(x, cfg.block_m if x is q or x is out else cfg.block_n,
+                                     flags["BLOCK_D"]) for x in srcs)
     if grid[0] > 0 and grid[1] > 0:
         _fwd_kernel[grid](
-            q, k, v, out, lse, cu_q, cu_k, alibi, seed_t,
+            *srcs, lse, cu_q, cu_k, alibi, seed_t, descale,
             *seq_strides(q, varlen), *seq_strides(k, varlen), *seq_strides(v, varlen),
-            *seq_strides(out, varlen), stride_lb, stride_lh, stride_ab, stride_ah,
-            **shared, **flags, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+            *seq_strides(out, varlen), stride_lb, stride_lh, stride_ab, stride_ah, stride_vd,
+            batch * kv_heads, **shared, **flags, USE_DESC=use_desc, IS_FP8=is_fp8,
+            num_warps=cfg.num_warps,
+            num_stages=cfg.num_stages)
 
     probs = None
     if return_probs:
