@@ -11,6 +11,7 @@ from flashtile.backend import (
     set_fp32_precision,
     use_backend,
 )
+from flashtile.fp8 import hadamard_transform, quantize_fp8
 from flashtile.interface import (
     flash_attn_func,
     flash_attn_kvpacked_func,
@@ -33,6 +34,8 @@ __all__ = [
     "flash_attn_varlen_qkvpacked_func",
     "flash_attn_with_kvcache",
     "merge_attention_states",
+    "quantize_fp8",
+    "hadamard_transform",
     "get_backend",
     "set_backend",
     "use_backend",

@@ -7,7 +7,10 @@ time to the Triton kernels or the PyTorch path (`flashtile.backend`); both share
 one contract, documented in `flashtile.kernels`.
 
 Inputs arrive validated by `flashtile.interface`; causal is already folded into
-``window_right = 0``.
+``window_right = 0``. FP8 (float8_e4m3fn) inputs come with their three descale
+tensors (float32 (B, Hk), ones where the caller gave none) and are forward-only:
+the interface refuses them when a gradient is wanted, so the backward op never
+sees them. Non-fp8 inputs come with no descales.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 from torch import Tensor
 
 from flashtile import backend
+from flashtile.validation import FP8_DTYPES, FP8_OUT_DTYPE
 
 
 def _lse_shape(q: Tensor, varlen: bool) -> tuple[int, ...]:
@@ -33,25 +37,45 @@ def attention_forward(
     softmax_scale: float, window_left: int, window_right: int, softcap: float,
     alibi_slopes: Optional[Tensor], dropout_p: float, seed: Optional[Tensor],
     return_probs: bool, fp32_precision: str, deterministic: bool,
+    q_descale: Optional[Tensor] = None, k_descale: Optional[Tensor] = None,
+    v_descale: Optional[Tensor] = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Returns (out, lse, probs); probs is an empty tensor unless return_probs.
 
-    `deterministic` only travels to the backward pass.
+    `deterministic` only travels to the backward pass. The descales (FP8 inputs
+    only) are float32 (B, Hk); the output of fp8 inputs is bfloat16.
     """
     return _forward_impl(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                          softmax_scale, window_left, window_right, softcap, alibi_slopes,
-                         dropout_p, seed, return_probs, fp32_precision)
+                         dropout_p, seed, return_probs, fp32_precision, deterministic,
+                         q_descale, k_descale, v_descale)
+
+
+def _descales(q, q_descale, k_descale, v_descale):
+    """The backend's `descales`: None for non-fp8 inputs, else the three (B, Hk) float32
+    tensors (ones in place of a missing one; the interface already fills them in)."""
+    given = (q_descale, k_descale, v_descale)
+    if q.dtype not in FP8_DTYPES:
+        return None
+    ref = next((x for x in given if x is not None), None)
+    if ref is None:
+        return None  # the backend reads None as all ones
+    return tuple((torch.ones_like(ref) if x is None else x).contiguous() for x in given)
 
 
 def _forward_impl(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                   softmax_scale, window_left, window_right, softcap, alibi_slopes, dropout_p,
-                  seed, return_probs, fp32_precision, deterministic=False):
+                  seed, return_probs, fp32_precision, deterministic=False, q_descale=None,
+                  k_descale=None, v_descale=None):
+    descales = _descales(q, q_descale, k_descale, v_descale)
+    # `descales` is handed over only for fp8 inputs, so the other calls stay the same.
+    fp8 = {} if descales is None else {"descales": descales}
     out, lse, probs = backend.implementation(q.device).attention_forward(
         q, k, v, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k,
         max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, softmax_scale=softmax_scale,
         window_left=window_left, window_right=window_right, softcap=softcap,
         alibi_slopes=alibi_slopes, dropout_p=dropout_p, seed=seed,
-        return_probs=return_probs, fp32_precision=fp32_precision,
+        return_probs=return_probs, fp32_precision=fp32_precision, **fp8,
     )
     if probs is None:
         probs = q.new_empty(0, dtype=torch.float32)
@@ -62,7 +86,7 @@ def _forward_impl(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_
 @attention_forward.register_fake
 def _(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale,
       window_left, window_right, softcap, alibi_slopes, dropout_p, seed, return_probs,
-      fp32_precision, deterministic):
+      fp32_precision, deterministic, q_descale=None, k_descale=None, v_descale=None):
     varlen = cu_seqlens_q is not None
     lse = q.new_empty(_lse_shape(q, varlen), dtype=torch.float32)
     if return_probs:
@@ -71,7 +95,8 @@ def _(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_s
         probs = q.new_empty((batch, heads, max_seqlen_q, max_seqlen_k), dtype=torch.float32)
     else:
         probs = q.new_empty(0, dtype=torch.float32)
-    return torch.empty(q.shape, dtype=q.dtype, device=q.device), lse, probs
+    out_dtype = FP8_OUT_DTYPE if q.dtype in FP8_DTYPES else q.dtype
+    return torch.empty(q.shape, dtype=out_dtype, device=q.device), lse, probs
 
 
 @torch.library.custom_op("flashtile::attention_backward", mutates_args=())
@@ -115,8 +140,10 @@ def _(dout, q, k, v, *args):
 _FORWARD_ARGS = ("q", "k", "v", "cu_seqlens_q", "cu_seqlens_k", "max_seqlen_q",
                  "max_seqlen_k", "softmax_scale", "window_left", "window_right", "softcap",
                  "alibi_slopes", "dropout_p", "seed", "return_probs", "fp32_precision",
-                 "deterministic")
+                 "deterministic", "q_descale", "k_descale", "v_descale")
 _SAVED_TENSORS = ("q", "k", "v", "cu_seqlens_q", "cu_seqlens_k", "alibi_slopes", "seed")
+# Not needed by the backward: FP8 (the only inputs with descales) has none.
+_UNSAVED = ("return_probs", "q_descale", "k_descale", "v_descale")
 
 
 def _setup_context(ctx, inputs, output):
@@ -124,7 +151,8 @@ def _setup_context(ctx, inputs, output):
     out, lse, _ = output
     ctx.save_for_backward(*(args[name] for name in _SAVED_TENSORS), out, lse)
     ctx.options = {name: args[name] for name in _FORWARD_ARGS
-                   if name not in _SAVED_TENSORS and name != "return_probs"}
+                   if name not in _SAVED_TENSORS and name not in _UNSAVED}
+    ctx.num_inputs = len(inputs)
 
 
 def _backward_through(backward_fn, ctx, dout):
@@ -136,7 +164,7 @@ def _backward_through(backward_fn, ctx, dout):
         dout.contiguous(), q, k, v, out, lse, cu_q, cu_k, o["max_seqlen_q"],
         o["max_seqlen_k"], o["softmax_scale"], o["window_left"], o["window_right"],
         o["softcap"], alibi, o["dropout_p"], seed, o["deterministic"], o["fp32_precision"])
-    return (dq, dk, dv) + (None,) * (len(_FORWARD_ARGS) - 3)
+    return (dq, dk, dv) + (None,) * (ctx.num_inputs - 3)
 
 
 attention_forward.register_autograd(

@@ -19,6 +19,7 @@ import torch
 from flashtile import autograd, backend
 from flashtile.validation import (
     check_cu_seqlens,
+    check_fp8,
     check_options,
     check_packed,
     check_qkv,
@@ -29,10 +30,16 @@ from flashtile.validation import (
 
 def _attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
                softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
-               return_attn_probs):
-    """Shared body of every attention entry point (dense when cu_seqlens_q is None)."""
+               return_attn_probs, fp8_descales=None):
+    """Shared body of every attention entry point (dense when cu_seqlens_q is None).
+
+    `fp8_descales`: the caller's (q_descale, k_descale, v_descale), each None or a
+    tensor, from entry points that take FP8 inputs; None rejects fp8 inputs.
+    """
     varlen = cu_seqlens_q is not None
-    check_qkv(q, k, v, varlen=varlen)  # before any tensor method is called on q, k, v
+    allow_fp8 = fp8_descales is not None
+    # before any tensor method is called on q, k, v
+    check_qkv(q, k, v, varlen=varlen, allow_fp8=allow_fp8)
     q, k, v = (contiguous_last_dim(x) for x in (q, k, v))
     if varlen:  # before cu_seqlens_q.shape is read below
         check_cu_seqlens("cu_seqlens_q", cu_seqlens_q, q.shape[0], max_seqlen_q,
@@ -51,6 +58,9 @@ def _attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, 
         dropout_p=dropout_p, window_size=window_size, softcap=softcap,
         alibi_slopes=alibi_slopes, batch=batch, heads=heads, device=q.device,
         softmax_scale=softmax_scale)
+    # None, or (q_descale, k_descale, v_descale) float32 (batch, Hk) for fp8 inputs
+    descales = check_fp8(q, k, v, *(fp8_descales or (None, None, None)), batch=batch,
+                         dropout_p=dropout_p, return_attn_probs=return_attn_probs)
     if causal:
         window_right = 0  # causal = a window with no keys to the right of the diagonal
     if alibi_slopes is not None and alibi_slopes.dim() == 1:
@@ -66,13 +76,15 @@ def _attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, 
     out, lse, probs = autograd.attention(
         q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale,
         window_left, window_right, float(softcap), alibi_slopes, float(dropout_p), seed,
-        return_probs, backend.get_fp32_precision(), bool(deterministic))
+        return_probs, backend.get_fp32_precision(), bool(deterministic),
+        *(descales if descales is not None else (None, None, None)))
     return (out, lse, probs if return_probs else None) if return_attn_probs else out
 
 
 def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False,
                     window_size=(-1, -1), softcap=0.0, alibi_slopes=None, deterministic=False,
-                    return_attn_probs=False):
+                    return_attn_probs=False, *, q_descale=None, k_descale=None,
+                    v_descale=None):
     """Exact attention softmax(q kᵀ · softmax_scale) v, flash_attn 2.x compatible.
 
     Multi-query and grouped-query attention: k and v may have fewer heads than q;
@@ -101,7 +113,8 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False,
     (-1 leaves that side unbounded; causal sets right = 0).
 
     Args:
-        q: (batch, seqlen_q, nheads, headdim), float16, bfloat16 or float32.
+        q: (batch, seqlen_q, nheads, headdim), float16, bfloat16 or float32, or
+            float8_e4m3fn (FP8, forward only: see q_descale).
         k, v: (batch, seqlen_k, nheads_k, headdim), the dtype and device of q.
         dropout_p: probability of dropping an attention weight (use 0.0 in
             evaluation). Kept weights are scaled by 1 / (1 - dropout_p). The mask
@@ -118,9 +131,19 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False,
             uses no atomics on any path, so it is bitwise reproducible either way.
         return_attn_probs: also return the LSE and the attention probabilities
             (for testing only: the probabilities are O(seqlen²) memory).
+        q_descale, k_descale, v_descale: FP8 only (FlashAttention-3's convention):
+            None (= 1.0) or float32 (batch, nheads_k) tensors on q's device. The
+            scores become ``softmax_scale * (q · k) * q_descale[b, h // (nheads //
+            nheads_k)] * k_descale[b, hk]`` and the output ``softmax(scores) @ v *
+            v_descale[b, hk]``: each is the factor that turns the stored fp8 values
+            back into real ones (`flashtile.quantize_fp8` makes them). Passing one
+            with non-fp8 inputs raises ValueError. FP8 is forward-only: dropout,
+            return_attn_probs=True and inputs that require grad (with grad mode
+            on) raise NotImplementedError.
 
     Returns:
-        out: (batch, seqlen_q, nheads, headdim), the dtype of q.
+        out: (batch, seqlen_q, nheads, headdim), the dtype of q (bfloat16 for fp8
+        inputs).
         If return_attn_probs: ``(out, softmax_lse, S_dmask)`` where softmax_lse is
         (batch, nheads, seqlen_q) float32, the natural-log log-sum-exp of each row
         of scaled scores, and S_dmask is, when dropout_p > 0, (batch, nheads,
@@ -133,36 +156,42 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False,
     ``flashtile.set_fp32_precision("ieee")`` gives full float32 dots.
     """
     return _attention(q, k, v, None, None, None, None, dropout_p, softmax_scale, causal,
-                      window_size, softcap, alibi_slopes, deterministic, return_attn_probs)
+                      window_size, softcap, alibi_slopes, deterministic, return_attn_probs,
+                      (q_descale, k_descale, v_descale))
 
 
 def flash_attn_qkvpacked_func(qkv, dropout_p=0.0, softmax_scale=None, causal=False,
                               window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
-                              deterministic=False, return_attn_probs=False):
+                              deterministic=False, return_attn_probs=False, *,
+                              q_descale=None, k_descale=None, v_descale=None):
     """`flash_attn_func` with qkv packed as (batch, seqlen, 3, nheads, headdim).
 
-    The gradient flows back into the packed tensor.
+    The gradient flows back into the packed tensor. FP8 descales are (batch, nheads).
     """
     check_packed("qkv", qkv, ndim=5, dim=2, size=3)
     q, k, v = qkv.unbind(dim=2)
     return flash_attn_func(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap,
-                           alibi_slopes, deterministic, return_attn_probs)
+                           alibi_slopes, deterministic, return_attn_probs,
+                           q_descale=q_descale, k_descale=k_descale, v_descale=v_descale)
 
 
 def flash_attn_kvpacked_func(q, kv, dropout_p=0.0, softmax_scale=None, causal=False,
                              window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
-                             deterministic=False, return_attn_probs=False):
+                             deterministic=False, return_attn_probs=False, *,
+                             q_descale=None, k_descale=None, v_descale=None):
     """`flash_attn_func` with kv packed as (batch, seqlen_k, 2, nheads_k, headdim)."""
     check_packed("kv", kv, ndim=5, dim=2, size=2)
     k, v = kv.unbind(dim=2)
     return flash_attn_func(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap,
-                           alibi_slopes, deterministic, return_attn_probs)
+                           alibi_slopes, deterministic, return_attn_probs,
+                           q_descale=q_descale, k_descale=k_descale, v_descale=v_descale)
 
 
 def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                            dropout_p=0.0, softmax_scale=None, causal=False,
                            window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
-                           deterministic=False, return_attn_probs=False, block_table=None):
+                           deterministic=False, return_attn_probs=False, block_table=None, *,
+                           q_descale=None, k_descale=None, v_descale=None):
     """`flash_attn_func` over a batch of sequences of different lengths, packed.
 
     Sequence b owns rows ``cu_seqlens_q[b]:cu_seqlens_q[b + 1]`` of q and
@@ -177,6 +206,8 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
         max_seqlen_q, max_seqlen_k: ints at least the longest sequence.
         block_table: optional int32 (batch, max_pages): page ``block_table[b, p]``
             holds keys ``p * page_size ...`` of sequence b.
+        q_descale, k_descale, v_descale: FP8 descales, float32 (batch, nheads_k)
+            with batch = the number of sequences (len(cu_seqlens_q) - 1).
         Other arguments: as in `flash_attn_func`.
 
     Returns:
@@ -188,32 +219,38 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
         k, v = _gather_pages(k, v, block_table, cu_seqlens_k)
     return _attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                       dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes,
-                      deterministic, return_attn_probs)
+                      deterministic, return_attn_probs, (q_descale, k_descale, v_descale))
 
 
 def flash_attn_varlen_qkvpacked_func(qkv, cu_seqlens, max_seqlen, dropout_p=0.0,
                                      softmax_scale=None, causal=False, window_size=(-1, -1),
                                      softcap=0.0, alibi_slopes=None, deterministic=False,
-                                     return_attn_probs=False):
+                                     return_attn_probs=False, *, q_descale=None,
+                                     k_descale=None, v_descale=None):
     """`flash_attn_varlen_func` with qkv packed as (total, 3, nheads, headdim)."""
     check_packed("qkv", qkv, ndim=4, dim=1, size=3)
     q, k, v = qkv.unbind(dim=1)
     return flash_attn_varlen_func(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen,
                                   dropout_p, softmax_scale, causal, window_size, softcap,
-                                  alibi_slopes, deterministic, return_attn_probs)
+                                  alibi_slopes, deterministic, return_attn_probs,
+                                  q_descale=q_descale, k_descale=k_descale,
+                                  v_descale=v_descale)
 
 
 def flash_attn_varlen_kvpacked_func(q, kv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                                     max_seqlen_k, dropout_p=0.0, softmax_scale=None,
                                     causal=False, window_size=(-1, -1), softcap=0.0,
                                     alibi_slopes=None, deterministic=False,
-                                    return_attn_probs=False):
+                                    return_attn_probs=False, *, q_descale=None,
+                                    k_descale=None, v_descale=None):
     """`flash_attn_varlen_func` with kv packed as (total_k, 2, nheads_k, headdim)."""
     check_packed("kv", kv, ndim=4, dim=1, size=2)
     k, v = kv.unbind(dim=1)
     return flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                                   max_seqlen_k, dropout_p, softmax_scale, causal, window_size,
-                                  softcap, alibi_slopes, deterministic, return_attn_probs)
+                                  softcap, alibi_slopes, deterministic, return_attn_probs,
+                                  q_descale=q_descale, k_descale=k_descale,
+                                  v_descale=v_descale)
 
 
 def _gather_pages(k_cache, v_cache, block_table, cu_seqlens_k):

@@ -15,6 +15,8 @@ import math
 
 import torch
 
+_FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+
 
 def local_mask(
     seqlen_q: int,
@@ -130,6 +132,9 @@ def attention_ref(
     softcap: float = 0.0,
     alibi_slopes: torch.Tensor | None = None,
     upcast: bool = True,
+    q_descale: torch.Tensor | None = None,
+    k_descale: torch.Tensor | None = None,
+    v_descale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention with every flashtile option, computed the obvious way.
 
@@ -142,13 +147,20 @@ def attention_ref(
             probabilities are scaled by 1 / (1 - dropout_p).
         causal, window_size, softcap, alibi_slopes: as in ``flash_attn_func``.
         upcast: compute in float64 (True) or in the inputs' dtype (False).
+            float8_e4m3fn inputs need upcast=True.
+        q_descale, k_descale, v_descale: None or (B, Hk) factors multiplying the
+            (upcast) inputs first, q's by the KV head of its group: FP8 inputs
+            are dequantised this way, exactly, in float64.
 
     Returns:
         out (B, Sq, H, D) (float64 when upcast, else q's dtype) and the
         natural-log LSE (B, H, Sq); fully masked rows give out 0 and LSE -inf.
     """
+    if q.dtype in _FP8_DTYPES and not upcast:
+        raise ValueError("attention_ref: float8 inputs need upcast=True")
     if upcast:
         q, k, v = q.double(), k.double(), v.double()
+    q, k, v = dequantize(q, k, v, q_descale, k_descale, v_descale)
     B, Sq, H, D = q.shape
     scores = masked_scores(
         q, k, query_padding_mask=query_padding_mask, key_padding_mask=key_padding_mask,
@@ -164,6 +176,20 @@ def attention_ref(
     if query_padding_mask is not None:
         out = out.masked_fill(~query_padding_mask.view(B, Sq, 1, 1), 0.0)
     return out, lse
+
+
+def dequantize(q, k, v, q_descale=None, k_descale=None, v_descale=None):
+    """q (B, Sq, H, D), k/v (B, Sk, Hk, D) times their (B, Hk) descales (None = 1),
+    in the dtype of q (float64 descales are applied exactly to fp8 values)."""
+    Hk = k.shape[2]
+    group = q.shape[2] // Hk
+    if q_descale is not None:
+        q = q * q_descale.to(q.dtype).repeat_interleave(group, dim=1)[:, None, :, None]
+    if k_descale is not None:
+        k = k * k_descale.to(k.dtype)[:, None, :, None]
+    if v_descale is not None:
+        v = v * v_descale.to(v.dtype)[:, None, :, None]
+    return q, k, v
 
 
 def attention_probs_ref(q: torch.Tensor, k: torch.Tensor, **options) -> torch.Tensor:

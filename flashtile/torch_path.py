@@ -9,11 +9,17 @@ dtype. The two launchers mirror `flashtile.kernels` argument for argument.
 Shapes inside this module: rows of all query heads that share a KV head are
 stacked, so a score tile is (B, Hk, G*Sq, C) with G = H // Hk. That is how GQA
 works here without repeating K and V.
+
+FP8 (float8_e4m3fn) inputs, forward only: q, k and v are dequantised to float32
+with their per-(batch, KV head) descales (q's by the KV head of its group) and
+the rest runs as for any other dtype; the output is bfloat16.
 """
 
 from __future__ import annotations
 
 import torch
+
+from flashtile.validation import FP8_DTYPES, FP8_OUT_DTYPE
 
 # A score tile holds about this many float32 elements (1 MiB): small enough for
 # the elementwise softmax work to stay in cache, which on a CPU matters more
@@ -121,13 +127,19 @@ def _safe(x: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- forward
 
 
-def _forward_item(q, k, v, opts, seed, item, return_probs):
-    """One dense batch: q (B, Sq, H, D), k/v (B, Sk, Hk, D) -> out, lse, probs."""
+def _forward_item(q, k, v, opts, seed, item, return_probs, descales=None):
+    """One dense batch: q (B, Sq, H, D), k/v (B, Sk, Hk, D) -> out, lse, probs.
+
+    `descales`: None, or float32 (B, Hk) factors (q, k, v) that dequantise the inputs.
+    """
     B, Sq, H, D = q.shape
     Sk, Hk = k.shape[1], k.shape[2]
     p_drop = opts["dropout_p"]
     q_rows = _to_rows(q, Hk)
     k_all, v_all = _kv_heads(k), _kv_heads(v)
+    if descales is not None:  # rows and KV heads are both (B, Hk, ., D)
+        q_rows, k_all, v_all = (x * d.float().view(B, Hk, 1, 1)
+                                for x, d in zip((q_rows, k_all, v_all), descales))
     scores = _Scores(q_rows, Sq, Sk, Hk, opts["softmax_scale"], opts["window_left"],
                      opts["window_right"], opts["softcap"], opts["alibi_slopes"])
     rows = q_rows.shape[2]
@@ -230,23 +242,28 @@ def _options(softmax_scale, window_left, window_right, softcap, alibi_slopes, dr
 
 def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                       softmax_scale, window_left, window_right, softcap, alibi_slopes,
-                      dropout_p, seed, return_probs, fp32_precision="tf32"):
+                      dropout_p, seed, return_probs, fp32_precision="tf32", descales=None):
     """Forward pass; see `flashtile.kernels.attention_forward` for the contract.
 
     `fp32_precision` is accepted for symmetry: this path always multiplies in
-    full float32.
+    full float32. `descales` (fp8 inputs): None (all ones) or float32 (B, Hk)
+    tensors (q_descale, k_descale, v_descale), B = sequences for varlen.
     """
     seed_value = int(seed.item()) if seed is not None else 0
     opts = _options(softmax_scale, window_left, window_right, softcap, alibi_slopes, dropout_p)
+    out_dtype = FP8_OUT_DTYPE if q.dtype in FP8_DTYPES else q.dtype
+    if q.dtype not in FP8_DTYPES:
+        descales = None
     if cu_seqlens_q is None and q.shape[1] == 0:  # no queries: empty outputs
         B, _, H, _ = q.shape
         probs = q.new_zeros(B, H, 0, k.shape[1], dtype=torch.float32) if return_probs else None
-        return torch.empty_like(q), q.new_empty(B, H, 0, dtype=torch.float32), probs
+        return (torch.empty(q.shape, dtype=out_dtype, device=q.device),
+                q.new_empty(B, H, 0, dtype=torch.float32), probs)
     if cu_seqlens_q is None:
-        out, lse, probs = _forward_item(q, k, v, opts, seed_value, 0, return_probs)
-        return out.to(q.dtype), lse, probs
+        out, lse, probs = _forward_item(q, k, v, opts, seed_value, 0, return_probs, descales)
+        return out.to(out_dtype), lse, probs
     H = q.shape[1]
-    out = torch.zeros_like(q)
+    out = torch.zeros(q.shape, dtype=out_dtype, device=q.device)
     lse = torch.full((H, q.shape[0]), float("-inf"), device=q.device)
     probs = None
     if return_probs:
@@ -254,9 +271,10 @@ def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
                             device=q.device)
     for b, sq, sk in _items(cu_seqlens_q, cu_seqlens_k):
         item_opts = dict(opts, alibi_slopes=_item_slopes(alibi_slopes, b))
+        item_descales = None if descales is None else tuple(d[b : b + 1] for d in descales)
         o, l, p = _forward_item(q[None, sq], k[None, sk], v[None, sk], item_opts,
-                                seed_value, b, return_probs)
-        out[sq], lse[:, sq] = o[0].to(q.dtype), l[0]
+                                seed_value, b, return_probs, item_descales)
+        out[sq], lse[:, sq] = o[0].to(out_dtype), l[0]
         if p is not None:
             probs[b, :, : p.shape[2], : p.shape[3]] = p[0]
     return out, lse, probs

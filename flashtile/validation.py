@@ -13,6 +13,10 @@ import math
 import torch
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+# FP8 inputs (forward only, FlashAttention-3's convention): e4m3 with per-(batch,
+# KV head) descale factors; the output is bfloat16.
+FP8_DTYPES = (torch.float8_e4m3fn,)
+FP8_OUT_DTYPE = torch.bfloat16
 MAX_HEAD_DIM = 256
 
 
@@ -32,19 +36,30 @@ def contiguous_last_dim(x: torch.Tensor) -> torch.Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
-def check_qkv(q, k, v, *, varlen: bool) -> None:
+def is_fp8(x: torch.Tensor) -> bool:
+    return x.dtype in FP8_DTYPES
+
+
+def check_qkv(q, k, v, *, varlen: bool, allow_fp8: bool = False) -> None:
     """Ranks, dtypes, devices and shapes of q, k, v.
 
     Dense: q (B, Sq, H, D), k/v (B, Sk, Hk, D). Varlen: the same without B.
+    `allow_fp8`: the entry point also takes float8_e4m3fn q, k, v (all three).
     """
     ndim = 3 if varlen else 4
     layout = "(total, heads, head_dim)" if varlen else "(batch, seqlen, heads, head_dim)"
+    dtypes = SUPPORTED_DTYPES + (FP8_DTYPES if allow_fp8 else ())
+    expected = "float16, bfloat16 or float32" + (
+        " (or float8_e4m3fn, forward only)" if allow_fp8 else "")
     for name, x in (("q", q), ("k", k), ("v", v)):
         check_tensor(name, x)
         if x.dim() != ndim:
             _fail(ValueError, name, f"a {ndim}-D tensor {layout}", f"shape {tuple(x.shape)}")
-        if x.dtype not in SUPPORTED_DTYPES:
-            _fail(TypeError, name, "float16, bfloat16 or float32", x.dtype)
+        if x.dtype not in dtypes:
+            _fail(TypeError, name, expected, x.dtype)
+    if any(is_fp8(x) for x in (q, k, v)) and not all(is_fp8(x) for x in (q, k, v)):
+        raise TypeError(f"flashtile: q, k and v must all be float8_e4m3fn if one is, got "
+                        f"{q.dtype}, {k.dtype}, {v.dtype}")
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"flashtile: q, k and v must share one dtype, got {q.dtype}, "
                         f"{k.dtype}, {v.dtype}")
@@ -96,6 +111,56 @@ def check_options(*, dropout_p, window_size, softcap, alibi_slopes, batch, heads
         if alibi_slopes.device != device:
             _fail(ValueError, "alibi_slopes", f"on {device}", alibi_slopes.device)
     return int(window_size[0]), int(window_size[1])
+
+
+def check_fp8(q, k, v, q_descale, k_descale, v_descale, *, batch: int, dropout_p,
+              return_attn_probs) -> tuple | None:
+    """FP8 arguments, after `check_qkv`; returns the descales to hand to the backend.
+
+    Non-fp8 inputs: no descale may be given; returns None. fp8 inputs: each descale
+    is None (= 1.0) or a float32 (batch, kv_heads) tensor on q's device (batch = the
+    number of sequences for varlen); returns the three as contiguous tensors, ones
+    where none was given. FP8 is forward-only: dropout, return_attn_probs and
+    inputs that require grad (under grad mode) raise NotImplementedError.
+    """
+    given = (("q_descale", q_descale), ("k_descale", k_descale), ("v_descale", v_descale))
+    if not is_fp8(q):
+        for name, x in given:
+            if x is not None:
+                raise ValueError(f"flashtile: `{name}` applies to float8_e4m3fn q, k, v only; "
+                                 f"got {q.dtype} inputs (pass None)")
+        return None
+    if dropout_p > 0:
+        raise NotImplementedError(f"flashtile: FP8 (float8_e4m3fn) attention does not "
+                                  f"support dropout; got dropout_p={dropout_p}")
+    if return_attn_probs:
+        raise NotImplementedError("flashtile: FP8 (float8_e4m3fn) attention does not support "
+                                  "return_attn_probs=True")
+    kv_heads = k.shape[-2]
+    shape = (batch, kv_heads)
+    ones = None
+    descales = []
+    for name, x in given:
+        if x is None:
+            if ones is None:
+                ones = torch.ones(shape, dtype=torch.float32, device=q.device)
+            descales.append(ones)
+            continue
+        check_tensor(name, x)
+        if x.dtype != torch.float32:
+            _fail(TypeError, name, "a float32 tensor", x.dtype)
+        if tuple(x.shape) != shape:
+            _fail(ValueError, name, f"of shape (batch, kv_heads) = {shape}", tuple(x.shape))
+        if x.device != q.device:
+            _fail(ValueError, name, f"on {q.device} like q", x.device)
+        descales.append(x.contiguous())
+    if torch.is_grad_enabled():
+        for name, x in (("q", q), ("k", k), ("v", v)) + given:
+            if x is not None and x.requires_grad:
+                raise NotImplementedError(
+                    f"flashtile: FP8 (float8_e4m3fn) attention is forward-only, but `{name}` "
+                    f"requires grad; detach it or run under torch.no_grad()")
+    return tuple(descales)
 
 
 def _can_read_values(x: torch.Tensor) -> bool:

@@ -1,0 +1,78 @@
+"""FP8 (e4m3) forward against flashtile's bf16 forward, same process, same shapes.
+
+    python3 benchmarks/fp8_bench.py --out "$OUT"
+
+16k tokens, model dim 2048 (B = 16384 / S, H = 2048 / d), head dims 128 and 256,
+seqlens 4k / 8k / 16k, causal and not. FP8 timings include everything flashtile
+does per call (V's transpose into the K-major layout, the descale stack). Medians of
+triton.testing.do_bench under no_grad on three rotated input sets. Also tries torch
+SDPA (cuDNN) with fp8 inputs and records why it is not available if it fails.
+Writes fp8_bench.json; prints a table last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import torch
+
+import flashtile
+from flashtile import bench
+
+E4M3 = torch.float8_e4m3fn
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=".")
+    ap.add_argument("--seqlens", default="4096,8192,16384")
+    args = ap.parse_args()
+    gpu = torch.cuda.get_device_name()
+    rows, results = [], []
+    for d in (128, 256):
+        for seqlen in [int(s) for s in args.seqlens.split(",")]:
+            batch, heads = max(1, 16384 // seqlen), 2048 // d
+            sets = [tuple(x.detach() for x in s[:3])
+                    for s in bench.make_inputs(batch, seqlen, heads, d, torch.bfloat16, "cuda")]
+            sets8 = [tuple(x.to(E4M3) for x in s) for s in sets]
+            ones = torch.ones(batch, heads, device="cuda")
+            for causal in (False, True):
+                flops = bench.attention_flops(batch, heads, seqlen, seqlen, d, causal, "fwd")
+                line = dict(d=d, seqlen=seqlen, causal=causal)
+                bf16 = bench.rotating(lambda q, k, v: flashtile.flash_attn_func(
+                    q, k, v, causal=causal), sets)
+                fp8 = bench.rotating(lambda q, k, v: flashtile.flash_attn_func(
+                    q, k, v, causal=causal, q_descale=ones, k_descale=ones, v_descale=ones),
+                    sets8)
+                with torch.no_grad():
+                    line["bf16_tflops"] = bench.tflops(flops, bench.benchmark_ms(bf16, "cuda"))
+                    line["fp8_tflops"] = bench.tflops(flops, bench.benchmark_ms(fp8, "cuda"))
+                    try:
+                        from torch.nn.attention import SDPBackend, sdpa_kernel
+                        q, k, v = sets8[0]
+                        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                            ms = bench.benchmark_ms(lambda: bench._sdpa(q, k, v, causal), "cuda")
+                        line["sdpa_cudnn_fp8_tflops"] = bench.tflops(flops, ms)
+                    except Exception as ex:
+                        line["sdpa_cudnn_fp8"] = bench.describe(ex)[:120]
+                line["speedup"] = line["fp8_tflops"] / line["bf16_tflops"]
+                results.append(line)
+                rows.append([str(d), str(seqlen), str(causal), f"{line['bf16_tflops']:.0f}",
+                             f"{line['fp8_tflops']:.0f}", f"{line['speedup']:.2f}",
+                             f"{line.get('sdpa_cudnn_fp8_tflops', float('nan')):.0f}"])
+                print(*rows[-1], flush=True)
+            del sets, sets8
+            torch.cuda.empty_cache()
+    if any("sdpa_cudnn_fp8" in r for r in results):
+        print("torch SDPA cuDNN with fp8:", next(r["sdpa_cudnn_fp8"] for r in results
+                                                 if "sdpa_cudnn_fp8" in r))
+    print(f"\n{gpu}, forward TFLOP/s, 16k tokens, model dim 2048")
+    print(bench.table(["d", "S", "causal", "bf16", "fp8", "fp8/bf16", "SDPA cuDNN fp8"], rows))
+    with open(os.path.join(args.out, "fp8_bench.json"), "w") as f:
+        json.dump(dict(gpu=gpu, torch=torch.__version__, results=results), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
