@@ -20,15 +20,70 @@ import torch
 
 import flashtile
 from flashtile import bench
+from flashtile.kernels import config, forward
 
 E4M3 = torch.float8_e4m3fn
+
+
+# --variants: (label, config row, V transposed, P.V in bf16) at S = 8k, not causal
+C = config.KernelConfig
+VARIANTS = [
+    ("table row, V^T, ptr", None, True, False),
+    ("V natural, ptr", None, False, False),
+    ("P.V in bf16, V^T", None, True, True),
+    ("128x64 w4 s3 V^T", C(128, 64, 4, 3), True, False),
+    ("128x64 w8 s3 V^T", C(128, 64, 8, 3), True, False),
+    ("V natural, TMA 128x128 w8 s3", C(128, 128, 8, 3, True), False, False),
+    ("V natural, TMA 128x64 w4 s3", C(128, 64, 4, 3, True), False, False),
+]
+
+
+def variants(out_dir):
+    """Where FP8 time goes: one shape per head dim, the knobs of forward.py switched."""
+    rows, results = [], []
+    for d in (128, 256):
+        batch, heads, seqlen = 2, 2048 // d, 8192
+        q, k, v = (torch.randn(batch, seqlen, heads, d, device="cuda") for _ in range(3))
+        q8, k8, v8 = (x.to(E4M3) for x in (q, k, v))
+        flops = bench.attention_flops(batch, heads, seqlen, seqlen, d, False, "fwd")
+        with torch.no_grad():
+            bf = [x.bfloat16() for x in (q, k, v)]
+            base = bench.tflops(flops, bench.benchmark_ms(
+                lambda: flashtile.flash_attn_func(*bf), "cuda"))
+            ref = flashtile.flash_attn_func(*bf).float()
+            key = ("fwd", "fp8", d)
+            saved = config._GPU_TABLE[key]
+            for label, cfg, v_t, pv16 in VARIANTS:
+                config._GPU_TABLE[key] = cfg or saved
+                forward.FP8_V_TRANSPOSED, forward.FP8_PV_16BIT = v_t, pv16
+                try:
+                    err = (flashtile.flash_attn_func(q8, k8, v8).float() - ref).abs().max().item()
+                    tf = bench.tflops(flops, bench.benchmark_ms(
+                        lambda: flashtile.flash_attn_func(q8, k8, v8), "cuda"))
+                except Exception as ex:
+                    err, tf = float("nan"), 0.0
+                    print(label, "failed:", bench.describe(ex)[:300])
+                finally:
+                    config._GPU_TABLE[key] = saved
+                    forward.FP8_V_TRANSPOSED, forward.FP8_PV_16BIT = True, False
+                results.append(dict(d=d, seqlen=seqlen, variant=label, tflops=tf,
+                                    bf16_tflops=base, max_diff_vs_bf16=err))
+                rows.append([str(d), label, f"{tf:.0f}", f"{base:.0f}", f"{tf / base:.2f}",
+                             f"{err:.2e}"])
+                print(*rows[-1], flush=True)
+    print(bench.table(["d", "variant", "fp8", "bf16", "fp8/bf16", "max diff"], rows))
+    with open(os.path.join(out_dir, "fp8_variants.json"), "w") as f:
+        json.dump(dict(gpu=torch.cuda.get_device_name(), results=results), f, indent=1)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=".")
     ap.add_argument("--seqlens", default="4096,8192,16384")
+    ap.add_argument("--variants", action="store_true", help="the experiment grid instead")
     args = ap.parse_args()
+    if args.variants:
+        return variants(args.out)
     gpu = torch.cuda.get_device_name()
     rows, results = [], []
     for d in (128, 256):

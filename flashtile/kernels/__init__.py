@@ -25,6 +25,12 @@ Contract (inputs arrive validated; only the last dim is guaranteed contiguous):
 * attention_backward -> (dq, dk, dv) shaped and typed like q, k, v. No atomics:
   always deterministic (the ``deterministic`` flag is accepted and ignored).
 * fp32 inputs: tl.dot uses tf32 ("tf32", default) or full fp32 ("ieee").
+* FP8: attention_forward also takes float8_e4m3fn q, k, v with
+  ``descales=(q_descale, k_descale, v_descale)``, fp32 (B, Hk) each (q's indexed by
+  its KV head): scores use softmax_scale * q_descale * k_descale, the output
+  v_descale; out is bf16. No dropout / probs (rejected upstream); forward only.
+* Dense 16-bit tiles move through TMA tensor descriptors where the config row says
+  so and the layout is 16-byte aligned (`common.descriptor_ok`); otherwise pointers.
 """
 
 from .backward import attention_backward

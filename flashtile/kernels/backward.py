@@ -72,9 +72,9 @@ def _add_dq(DQAcc, dq, acc_row0, m, rows, offs_d, h, num_heads, seqlen_q,
 
 @triton.jit
 def _dkdv_inner(dk, dv, k, v, cols, q_src, do_src, stride_qs, stride_ds, b, h, Lse, Delta,
-                lse_off, DQAcc, acc_row0, num_heads, m_start, m_stop, seqlen_q, seqlen_k, window_left,
-                window_right,
-                score_mul, cap_mul, alibi_mul, seed, bh, max_seqlen_k, dropout_p,
+                lse_off, DQAcc, acc_row0, num_heads, m_start, m_stop, seqlen_q, seqlen_k,
+                window_left, window_right, score_mul, cap_mul, alibi_mul, seed, bh, max_seqlen_k,
+                dropout_p,
                 HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
                 MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
                 HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr,
@@ -394,7 +394,8 @@ def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, m
             dq_mode, dq_acc_arg = 2, make_descriptor(dq_acc, cfg.block_m, block_d)
     if max_seqlen_k > 0:
         _bwd_dkdv_kernel[(triton.cdiv(max_seqlen_k, cfg.block_n), batch * kv_heads)](
-            *srcs, lse, delta, dk, dv, dq_acc_arg if dq_mode == 2 else dq_acc, cu_q, cu_k, alibi, seed_t, *strides_in,
+            *srcs, lse, delta, dk, dv, dq_acc_arg if dq_mode == 2 else dq_acc, cu_q, cu_k, alibi,
+            seed_t, *strides_in,
             *seq_strides(dk, varlen), *seq_strides(dv, varlen), stride_lb, stride_lh,
             stride_ab, stride_ah, num_heads, kv_heads, num_heads // kv_heads, seqlen_q, seqlen_k,
             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, USE_DESC=use_desc, DQ_MODE=dq_mode,

@@ -221,12 +221,13 @@ def launch_scalars(*, softmax_scale: float, softcap: float, window_left: int,
 
 
 def descriptor_ok(*tensors: torch.Tensor) -> bool:
-    """True when dense (B, S, H, D) 16-bit tensors meet TMA's rules: base and every
+    """True when dense (B, S, H, D) 8/16-bit tensors meet TMA's rules: base and every
     stride but the last 16-byte aligned (packed qkv with an odd head dim is not)."""
     for x in tensors:
-        if x.dim() != 4 or x.element_size() != 2 or x.stride(-1) != 1:
+        size = x.element_size()
+        if x.dim() != 4 or size not in (1, 2) or x.stride(-1) != 1:
             return False
-        if x.data_ptr() % 16 or any(st * 2 % 16 for st in x.stride()[:-1]):
+        if x.data_ptr() % 16 or any(st * size % 16 for st in x.stride()[:-1]):
             return False
     return True
 

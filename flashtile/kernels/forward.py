@@ -51,7 +51,7 @@ def _fwd_inner(acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, 
                HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
                HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr,
-               IS_FP8: tl.constexpr):
+               V_T: tl.constexpr, PV_16BIT: tl.constexpr):
     """Fold key tiles [n_start, n_stop) into the running (acc, l_i, m_i).
 
     MASKED tiles straddle a window edge or the end of the keys; the others are
@@ -65,7 +65,7 @@ def _fwd_inner(acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, 
         # 1. load the K and V tiles                                   # [BLOCK_N, BLOCK_D]
         k = load_block(k_src, stride_ks, b, hk, n, cols, offs_d, seqlen_k, HEAD_DIM, MASKED,
                        USE_DESC, BLOCK_N, BLOCK_D)
-        if IS_FP8:  # V arrives transposed (keys contiguous): fp8 P.V wants it K-major
+        if V_T:  # V arrives transposed (keys contiguous): fp8 P.V wants it K-major
             v = tl.trans(_load_vt_tile(v_src, stride_vs, stride_vd, cols, offs_d, seqlen_k,
                                        HEAD_DIM, MASKED))
         else:
@@ -92,7 +92,10 @@ def _fwd_inner(acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, 
             keep = dropout_keep(seed, bh, rows[:, None], cols[None, :], max_seqlen_k, dropout_p)
             p = tl.where(keep, p, 0.0)
         # 5. acc <- alpha * acc + P V (alpha applied above)           # [BLOCK_M, BLOCK_D]
-        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PRECISION)
+        if PV_16BIT:  # experiment: FP8 only for Q.K^T
+            acc = tl.dot(p.to(tl.bfloat16), v.to(tl.bfloat16), acc)
+        else:
+            acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PRECISION)
     return acc, l_i, m_i
 
 
@@ -106,11 +109,12 @@ def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed, Descale,
                 HEAD_DIM: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
                 HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                USE_DESC: tl.constexpr, IS_FP8: tl.constexpr):
+                USE_DESC: tl.constexpr, IS_FP8: tl.constexpr, V_T: tl.constexpr,
+                PV_16BIT: tl.constexpr):
     """Q, K, V, Out are pointers, or (B, S, H, D) tensor descriptors when USE_DESC
     (dense inputs only: a descriptor's zero fill stops at S, not at an item's end).
 
-    IS_FP8: e4m3 Q, K and a transposed V (stride_vd between head-dim rows, keys
+    IS_FP8: e4m3 Q, K, V; V_T: V transposed (stride_vd between head-dim rows, keys
     contiguous); Descale is fp32 (3, B, Hk) with stride_desc per (B, Hk) plane, and
     Out is bf16. Scores use q_descale * k_descale, the output v_descale."""
     pid_m = tl.program_id(0)
@@ -156,19 +160,19 @@ def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed, Descale,
         n_full_lo,
         sq, sk, window_left, window_right, score_mul, cap_mul, alibi_mul, seed, bh,
         max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D, True, HAS_SOFTCAP, HAS_ALIBI,
-        HAS_DROPOUT, PRECISION, USE_DESC, IS_FP8)
+        HAS_DROPOUT, PRECISION, USE_DESC, V_T, PV_16BIT)
     acc, l_i, m_i = _fwd_inner(
         acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, b, hk, rows, n_full_lo,
         n_full_hi,
         sq, sk, window_left, window_right, score_mul, cap_mul, alibi_mul, seed, bh,
         max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D, False, HAS_SOFTCAP, HAS_ALIBI,
-        HAS_DROPOUT, PRECISION, USE_DESC, IS_FP8)
+        HAS_DROPOUT, PRECISION, USE_DESC, V_T, PV_16BIT)
     acc, l_i, m_i = _fwd_inner(
         acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, b, hk, rows, n_full_hi,
         n_end,
         sq, sk, window_left, window_right, score_mul, cap_mul, alibi_mul, seed, bh,
         max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D, True, HAS_SOFTCAP, HAS_ALIBI,
-        HAS_DROPOUT, PRECISION, USE_DESC, IS_FP8)
+        HAS_DROPOUT, PRECISION, USE_DESC, V_T, PV_16BIT)
 
     # Epilogue: normalise once; rows that saw no key get out = 0 and LSE = -inf.
     empty = l_i == 0.0
@@ -239,6 +243,12 @@ def _probs_kernel(Q, K, Lse, Probs, CuSeqQ, CuSeqK, Alibi, Seed,
                  mask=(rows[:, None] < sq) & (cols[None, :] < sk))
 
 
+# Experiment switches (benchmarks/fp8_bench.py --variants): V's layout for FP8 P.V,
+# and P.V in bf16 (FP8 only for Q.K^T).
+FP8_V_TRANSPOSED = True
+FP8_PV_16BIT = False
+
+
 def _transposed_v(v: torch.Tensor) -> tuple[torch.Tensor, int]:
     """V copied with keys contiguous per (batch, KV head, channel), viewed back in V's
     shape, and the stride between channels: FP8 P.V needs V K-major on Hopper."""
@@ -293,13 +303,15 @@ def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
     grid = (triton.cdiv(max_seqlen_q, cfg.block_m), batch * num_heads)
     stride_vd = 1
     descale = lse  # placeholder, never read
-    if is_fp8:
+    v_t = is_fp8 and FP8_V_TRANSPOSED
+    if v_t:
         v, stride_vd = _transposed_v(v)
+    if is_fp8:
         ones = torch.ones((batch, kv_heads), dtype=torch.float32, device=q.device)
         descale = torch.stack([ones if d is None else d.float().expand(batch, kv_heads)
                                for d in (descales or (None, None, None))])
     srcs = (q, k, v, out)
-    use_desc = cfg.tma and not varlen and not is_fp8 and descriptor_ok(*srcs)
+    use_desc = cfg.tma and not varlen and not v_t and descriptor_ok(*srcs)
     if use_desc:
         srcs = tuple(make_descriptor(x, cfg.block_m if x is q or x is out else cfg.block_n,
                                      flags["BLOCK_D"]) for x in srcs)
@@ -308,7 +320,8 @@ def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
             *srcs, lse, cu_q, cu_k, alibi, seed_t, descale,
             *seq_strides(q, varlen), *seq_strides(k, varlen), *seq_strides(v, varlen),
             *seq_strides(out, varlen), stride_lb, stride_lh, stride_ab, stride_ah, stride_vd,
-            batch * kv_heads, **shared, **flags, USE_DESC=use_desc, IS_FP8=is_fp8,
+            batch * kv_heads, **shared, **flags, USE_DESC=use_desc, IS_FP8=is_fp8, V_T=v_t,
+            PV_16BIT=is_fp8 and FP8_PV_16BIT,
             num_warps=cfg.num_warps,
             num_stages=cfg.num_stages)
 
