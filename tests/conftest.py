@@ -22,3 +22,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def triton_backend():
+    """Force the Triton kernels (GPU test files use it for every test)."""
+    import flashtile
+
+    with flashtile.use_backend("triton"):
+        yield

@@ -14,7 +14,7 @@ import torch
 import flashtile
 from accuracy import check_case
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("triton_backend")]
 
 SHAPES = [(113, 203), (128, 217), (108, 256), (256, 512), (512, 256), (1023, 1024), (1024, 1023)]
 HEAD_DIMS = [32, 40, 59, 64, 80, 96, 111, 128, 160, 192, 224, 256]
@@ -28,12 +28,6 @@ OPTION_MIXES = [
     dict(causal=True, alibi=True, dropout_p=0.17),
     dict(window_size=(-1, 40), softcap=10.0),
 ]
-
-
-@pytest.fixture(autouse=True)
-def triton_backend():
-    with flashtile.use_backend("triton"):
-        yield
 
 
 def _inputs(batch, sq, sk, heads, kv_heads, d, seed):

@@ -13,14 +13,8 @@ import torch
 import flashtile
 from flashtile.reference import attention_ref
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("triton_backend")]
 E4M3 = torch.float8_e4m3fn
-
-
-@pytest.fixture(autouse=True)
-def triton_backend():
-    with flashtile.use_backend("triton"):
-        yield
 
 
 def _quantised(batch, sq, sk, heads, kv_heads, d, seed):
