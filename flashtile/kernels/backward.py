@@ -42,9 +42,10 @@ def _bwd_preprocess(Out, DOut, Delta, CuSeqQ,
     mask = (rows[:, None] < sq) & (offs_d[None, :] < HEAD_DIM)
     b64 = b.to(tl.int64)
     o = tl.load(Out + b64 * stride_ob + q_start * stride_os + h * stride_oh
-                + rows[:, None] * stride_os + offs_d[None, :], mask=mask, other=0.0)
+                + rows[:, None].to(tl.int64) * stride_os + offs_d[None, :], mask=mask, other=0.0)
     do = tl.load(DOut + b64 * stride_db + q_start * stride_ds + h * stride_dh
-                 + rows[:, None] * stride_ds + offs_d[None, :], mask=mask, other=0.0)
+                 + rows[:, None].to(tl.int64) * stride_ds + offs_d[None, :], mask=mask,
+                 other=0.0)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)  # [BLOCK_M]
     tl.store(Delta + b64 * stride_lb + h * stride_lh + q_start + rows, delta, mask=rows < sq)
 

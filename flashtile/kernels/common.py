@@ -112,14 +112,15 @@ def load_tile(base, stride, idx, offs_d, length, HEAD_DIM: tl.constexpr, MASKED:
     mask = offs_d[None, :] < HEAD_DIM
     if MASKED:
         mask = mask & (idx[:, None] < length)
-    return tl.load(base + idx[:, None] * stride + offs_d[None, :], mask=mask, other=0.0)
+    rows = idx[:, None].to(tl.int64) * stride  # 64-bit: long contexts x wide packed rows
+    return tl.load(base + rows + offs_d[None, :], mask=mask, other=0.0)
 
 
 @triton.jit
 def store_tile(base, stride, idx, offs_d, length, value, HEAD_DIM: tl.constexpr):
     """Write rows `idx` < length of a (seq, head_dim) slice, cast to its dtype."""
     mask = (idx[:, None] < length) & (offs_d[None, :] < HEAD_DIM)
-    tl.store(base + idx[:, None] * stride + offs_d[None, :],
+    tl.store(base + idx[:, None].to(tl.int64) * stride + offs_d[None, :],
              value.to(base.dtype.element_ty), mask=mask)
 
 

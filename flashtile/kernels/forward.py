@@ -39,8 +39,8 @@ def _load_vt_tile(vt_base, stride_vs, stride_vd, cols, offs_d, seqlen_k, HEAD_DI
     mask = offs_d[:, None] < HEAD_DIM
     if MASKED:
         mask = mask & (cols[None, :] < seqlen_k)
-    return tl.load(vt_base + offs_d[:, None] * stride_vd + cols[None, :] * stride_vs, mask=mask,
-                   other=0.0)
+    return tl.load(vt_base + offs_d[:, None].to(tl.int64) * stride_vd + cols[None, :] * stride_vs,
+                   mask=mask, other=0.0)
 
 
 @triton.jit
@@ -239,7 +239,7 @@ def _probs_kernel(Q, K, Lse, Probs, CuSeqQ, CuSeqK, Alibi, Seed,
             keep = dropout_keep(seed, bh, rows[:, None], cols[None, :], max_seqlen_k, dropout_p)
             p = tl.where(keep, p, -p)  # flash_attn's convention: negative = dropped
         p = tl.where(visible, p, 0.0)
-        tl.store(p_base + rows[:, None] * stride_pm + cols[None, :], p,
+        tl.store(p_base + rows[:, None].to(tl.int64) * stride_pm + cols[None, :], p,
                  mask=(rows[:, None] < sq) & (cols[None, :] < sk))
 
 
