@@ -387,16 +387,17 @@ def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, m
     cfg = get_config("bwd_dkdv_dq" if fuse_dq else "bwd_dkdv", head_dim, q.dtype)
     srcs, use_desc = sources(cfg)
     dq_mode, dq_acc = 0, lse  # placeholder, never read
+    dq_acc_arg = dq_acc  # what the kernel gets: the buffer, or a descriptor over it
     if fuse_dq:
         rows = q.shape[0] * q.shape[1] if not varlen else q.shape[0]
-        dq_acc = torch.zeros((rows, num_heads, block_d), dtype=torch.float32, device=q.device)
+        dq_acc = dq_acc_arg = torch.zeros((rows, num_heads, block_d), dtype=torch.float32,
+                                          device=q.device)
         dq_mode = 1
         if DQ_REDUCE_TMA and not interpreter_active():  # (the interpreter has no reduce-add)
             dq_mode, dq_acc_arg = 2, make_descriptor(dq_acc, cfg.block_m, block_d)
     if max_seqlen_k > 0:
         _bwd_dkdv_kernel[(triton.cdiv(max_seqlen_k, cfg.block_n), batch * kv_heads)](
-            *srcs, lse, delta, dk, dv, dq_acc_arg if dq_mode == 2 else dq_acc, cu_q, cu_k, alibi,
-            seed_t, *strides_in,
+            *srcs, lse, delta, dk, dv, dq_acc_arg, cu_q, cu_k, alibi, seed_t, *strides_in,
             *seq_strides(dk, varlen), *seq_strides(dv, varlen), stride_lb, stride_lh,
             stride_ab, stride_ah, num_heads, kv_heads, num_heads // kv_heads, seqlen_q, seqlen_k,
             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, USE_DESC=use_desc, DQ_MODE=dq_mode,

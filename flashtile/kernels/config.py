@@ -85,7 +85,8 @@ _GPU_TABLE: dict[tuple[str, str, int], KernelConfig] = {
     ("bwd_dkdv", "fp32", 64): _C(32, 64, 4, 2),
     ("bwd_dkdv", "fp32", 128): _C(32, 64, 8, 1),
     ("bwd_dkdv", "fp32", 256): _C(16, 32, 8, 1),
-    # dK/dV with dQ fused in (reduce-adds of dS K into an fp32 buffer): the default
+    # dK/dV with dQ fused in (reduce-adds of dS K into an fp32 buffer): only used with
+    # backward.FUSED_DQ, an experiment that is off (slower as measured, NOTES.md)
     ("bwd_dkdv_dq", "16bit", 16): _C(32, 128, 4, 3),
     ("bwd_dkdv_dq", "16bit", 32): _C(32, 128, 4, 3),
     ("bwd_dkdv_dq", "16bit", 64): _C(32, 128, 4, 3),

@@ -45,8 +45,7 @@ def _load_vt_tile(vt_base, stride_vs, stride_vd, cols, offs_d, seqlen_k, HEAD_DI
 
 @triton.jit
 def _fwd_inner(acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, b, hk, rows,
-               n_start,
-               n_stop, seqlen_q, seqlen_k, window_left, window_right, score_mul, cap_mul,
+               n_start, n_stop, seqlen_q, seqlen_k, window_left, window_right, score_mul, cap_mul,
                alibi_mul, seed, bh, max_seqlen_k, dropout_p,
                HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
@@ -156,23 +155,20 @@ def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed, Descale,
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running normaliser
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     acc, l_i, m_i = _fwd_inner(
-        acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, b, hk, rows, n_begin,
-        n_full_lo,
-        sq, sk, window_left, window_right, score_mul, cap_mul, alibi_mul, seed, bh,
-        max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D, True, HAS_SOFTCAP, HAS_ALIBI,
-        HAS_DROPOUT, PRECISION, USE_DESC, V_T, PV_16BIT)
+        acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, b, hk, rows,
+        n_begin, n_full_lo, sq, sk, window_left, window_right, score_mul,
+        cap_mul, alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D, True,
+        HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, USE_DESC, V_T, PV_16BIT)
     acc, l_i, m_i = _fwd_inner(
-        acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, b, hk, rows, n_full_lo,
-        n_full_hi,
-        sq, sk, window_left, window_right, score_mul, cap_mul, alibi_mul, seed, bh,
-        max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D, False, HAS_SOFTCAP, HAS_ALIBI,
-        HAS_DROPOUT, PRECISION, USE_DESC, V_T, PV_16BIT)
+        acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, b, hk, rows,
+        n_full_lo, n_full_hi, sq, sk, window_left, window_right, score_mul,
+        cap_mul, alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D, False,
+        HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, USE_DESC, V_T, PV_16BIT)
     acc, l_i, m_i = _fwd_inner(
-        acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, b, hk, rows, n_full_hi,
-        n_end,
-        sq, sk, window_left, window_right, score_mul, cap_mul, alibi_mul, seed, bh,
-        max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D, True, HAS_SOFTCAP, HAS_ALIBI,
-        HAS_DROPOUT, PRECISION, USE_DESC, V_T, PV_16BIT)
+        acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, b, hk, rows,
+        n_full_hi, n_end, sq, sk, window_left, window_right, score_mul,
+        cap_mul, alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D, True,
+        HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, USE_DESC, V_T, PV_16BIT)
 
     # Epilogue: normalise once; rows that saw no key get out = 0 and LSE = -inf.
     empty = l_i == 0.0
@@ -307,9 +303,8 @@ def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
     if v_t:
         v, stride_vd = _transposed_v(v)
     if is_fp8:
-        ones = torch.ones((batch, kv_heads), dtype=torch.float32, device=q.device)
-        descale = torch.stack([ones if d is None else d.float().expand(batch, kv_heads)
-                               for d in (descales or (None, None, None))])
+        descale = (torch.stack(descales) if descales is not None  # (3, B, Hk)
+                   else torch.ones((3, batch, kv_heads), dtype=torch.float32, device=q.device))
     srcs = (q, k, v, out)
     use_desc = cfg.tma and not varlen and not v_t and descriptor_ok(*srcs)
     if use_desc:
