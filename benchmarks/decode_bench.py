@@ -171,7 +171,7 @@ def splits_chosen(case):
     cfg = decode_mod.decode_config(H // HK, D, DTYPE)
     rows = math.ceil(H // HK / cfg.block_m)
     return decode_mod.choose_num_splits(case.batch, HK, rows, case.length,
-                                        torch.device("cuda"), cfg.block_n)
+                                        torch.device("cuda"), cfg, D, DTYPE.itemsize)
 
 
 def check_against_sdpa(case, n=4):

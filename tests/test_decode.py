@@ -31,7 +31,8 @@ if not torch.cuda.is_available():
 import flashtile  # noqa: E402
 from accuracy import rounding_atol  # noqa: E402
 from flashtile.kernels.config import KernelConfig  # noqa: E402
-from flashtile.kernels.decode import decode_attention, num_splits_heuristic  # noqa: E402
+from flashtile.kernels.decode import (  # noqa: E402
+    decode_attention, num_splits_heuristic, resident_programs)
 from flashtile.merge import merge_attention_states  # noqa: E402
 from flashtile.reference import attention_ref  # noqa: E402
 
@@ -274,6 +275,13 @@ def test_chunked_prefill(num_splits):
              batch_idx=True, interleaved=True, B=2, seed=7)
 
 
+def test_many_splits_merge_in_chunks():
+    """40 splits: more than one merge chunk (16 splits per chunk in the interpreter);
+    the starved sequence leaves most splits empty (LSE -inf) and must still merge."""
+    run_case(1, 700, 0.5, False, True, 40, mask=MASKS[0], leftpad=False, batch_idx=False,
+             interleaved=False, B=2, seed=11, starved=True)
+
+
 @pytest.mark.parametrize("page", [16, 48])
 @pytest.mark.parametrize("block_n,block_m", [(32, 16), (64, 32)])
 def test_page_gather_path(page, block_n, block_m):
@@ -370,7 +378,11 @@ def test_num_splits_heuristic():
     assert num_splits_heuristic(256 * 8, 2 * 132, 512) == 1
     # one sequence, 8 KV heads on 132 SMs: split, about one full wave of 2 x SMs
     s = num_splits_heuristic(8, 2 * 132, 512)
-    assert 16 <= s <= 33 and 8 * s <= 2 * 132
+    assert 31 <= s <= 33 and 8 * s <= 2 * 132
+    # one resident program per SM (128-key d128 tiles): 16 splits, 128 of 132 slots
+    assert num_splits_heuristic(8, 132, 512) == 16
+    assert resident_programs(KernelConfig(16, 128, 4, 3), 128, 2) == 1
+    assert resident_programs(KernelConfig(16, 64, 4, 3), 128, 2) == 2
     # short cache: at most one split per key block
     assert num_splits_heuristic(8, 2 * 132, 3) <= 3
     assert num_splits_heuristic(1, 8, 1) == 1

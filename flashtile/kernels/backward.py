@@ -93,9 +93,9 @@ def _dkdv_inner(dk, dv, k, v, cols, q_src, do_src, stride_qs, stride_ds, b, h, L
     for m in range(m_start, m_stop, BLOCK_M):
         rows = m + offs_m  # [BLOCK_M] query indices
         # 1. load Q, dO tiles and the row statistics                  # [BLOCK_M, BLOCK_D]
-        q = load_block(q_src, stride_qs, b, h, m, rows, offs_d, seqlen_q, HEAD_DIM, MASKED,
+        q = load_block(q_src, stride_qs, b, h, m, offs_m, offs_d, seqlen_q, HEAD_DIM, MASKED,
                        USE_DESC, BLOCK_M, BLOCK_D)
-        do = load_block(do_src, stride_ds, b, h, m, rows, offs_d, seqlen_q, HEAD_DIM, MASKED,
+        do = load_block(do_src, stride_ds, b, h, m, offs_m, offs_d, seqlen_q, HEAD_DIM, MASKED,
                         USE_DESC, BLOCK_M, BLOCK_D)
         lse2, delta = _load_row_stats(Lse, Delta, lse_off, rows, seqlen_q)
         # 2. recompute P^T from the scores and the stored LSE          # [BLOCK_N, BLOCK_M]
@@ -148,15 +148,16 @@ def _bwd_dkdv_kernel(Q, K, V, DOut, Lse, Delta, DK, DV, DQAcc, CuSeqQ, CuSeqK, A
     if n0 >= sk:
         return
 
-    cols = n0 + tl.arange(0, BLOCK_N)  # [BLOCK_N] key indices within the item
+    offs_n = tl.arange(0, BLOCK_N)
+    cols = n0 + offs_n  # [BLOCK_N] key indices within the item
     offs_d = tl.arange(0, BLOCK_D)
     b64 = b.to(tl.int64)
     if not USE_DESC:
         K = K + b64 * stride_kb + k_start * stride_ks + hk * stride_kh
         V = V + b64 * stride_vb + k_start * stride_vs + hk * stride_vh
-    k = load_block(K, stride_ks, b, hk, n0, cols, offs_d, sk, HEAD_DIM, True, USE_DESC,
+    k = load_block(K, stride_ks, b, hk, n0, offs_n, offs_d, sk, HEAD_DIM, True, USE_DESC,
                    BLOCK_N, BLOCK_D)  # [BLOCK_N, BLOCK_D]
-    v = load_block(V, stride_vs, b, hk, n0, cols, offs_d, sk, HEAD_DIM, True, USE_DESC,
+    v = load_block(V, stride_vs, b, hk, n0, offs_n, offs_d, sk, HEAD_DIM, True, USE_DESC,
                    BLOCK_N, BLOCK_D)
     seed = 0
     if HAS_DROPOUT:
@@ -205,10 +206,10 @@ def _bwd_dkdv_kernel(Q, K, V, DOut, Lse, Delta, DK, DV, DQAcc, CuSeqQ, CuSeqK, A
 
     # dS was taken w.r.t. the scaled score: the softmax scale is applied once here.
     dk = dk * grad_scale
-    store_tile(DK + b64 * stride_dkb + k_start * stride_dks + hk * stride_dkh, stride_dks, cols,
-               offs_d, sk, dk, HEAD_DIM)
-    store_tile(DV + b64 * stride_dvb + k_start * stride_dvs + hk * stride_dvh, stride_dvs, cols,
-               offs_d, sk, dv, HEAD_DIM)
+    store_tile(DK + b64 * stride_dkb + k_start * stride_dks + hk * stride_dkh, stride_dks, n0,
+               offs_n, offs_d, sk, dk, HEAD_DIM)
+    store_tile(DV + b64 * stride_dvb + k_start * stride_dvs + hk * stride_dvh, stride_dvs, n0,
+               offs_n, offs_d, sk, dv, HEAD_DIM)
 
 
 @triton.jit
@@ -224,9 +225,9 @@ def _dq_inner(dq, q, do, lse2, delta, rows, k_src, v_src, stride_ks, stride_vs, 
     for n in range(n_start, n_stop, BLOCK_N):
         cols = n + offs_n  # [BLOCK_N] key indices
         # 1. load the K and V tiles                                   # [BLOCK_N, BLOCK_D]
-        k = load_block(k_src, stride_ks, b, hk, n, cols, offs_d, seqlen_k, HEAD_DIM, MASKED,
+        k = load_block(k_src, stride_ks, b, hk, n, offs_n, offs_d, seqlen_k, HEAD_DIM, MASKED,
                        USE_DESC, BLOCK_N, BLOCK_D)
-        v = load_block(v_src, stride_vs, b, hk, n, cols, offs_d, seqlen_k, HEAD_DIM, MASKED,
+        v = load_block(v_src, stride_vs, b, hk, n, offs_n, offs_d, seqlen_k, HEAD_DIM, MASKED,
                        USE_DESC, BLOCK_N, BLOCK_D)
         # 2. recompute P from the scores and the stored LSE            # [BLOCK_M, BLOCK_N]
         qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)
@@ -269,7 +270,8 @@ def _bwd_dq_kernel(Q, K, V, DOut, Lse, Delta, DQ, CuSeqQ, CuSeqK, Alibi, Seed,
     if m0 >= sq:
         return
 
-    rows = m0 + tl.arange(0, BLOCK_M)  # [BLOCK_M] query indices within the item
+    offs_m = tl.arange(0, BLOCK_M)
+    rows = m0 + offs_m  # [BLOCK_M] query indices within the item
     offs_d = tl.arange(0, BLOCK_D)
     b64 = b.to(tl.int64)
     if not USE_DESC:
@@ -277,9 +279,9 @@ def _bwd_dq_kernel(Q, K, V, DOut, Lse, Delta, DQ, CuSeqQ, CuSeqK, Alibi, Seed,
         DOut = DOut + b64 * stride_db + q_start * stride_ds + h * stride_dh
         K = K + b64 * stride_kb + k_start * stride_ks + hk * stride_kh
         V = V + b64 * stride_vb + k_start * stride_vs + hk * stride_vh
-    q = load_block(Q, stride_qs, b, h, m0, rows, offs_d, sq, HEAD_DIM, True, USE_DESC,
+    q = load_block(Q, stride_qs, b, h, m0, offs_m, offs_d, sq, HEAD_DIM, True, USE_DESC,
                    BLOCK_M, BLOCK_D)  # [BLOCK_M, BLOCK_D]
-    do = load_block(DOut, stride_ds, b, h, m0, rows, offs_d, sq, HEAD_DIM, True, USE_DESC,
+    do = load_block(DOut, stride_ds, b, h, m0, offs_m, offs_d, sq, HEAD_DIM, True, USE_DESC,
                     BLOCK_M, BLOCK_D)
     lse2, delta = _load_row_stats(Lse, Delta, b64 * stride_lb + h * stride_lh + q_start, rows, sq)
     alibi_mul, seed = head_scalars(Alibi, stride_ab, stride_ah, b, h, Seed, HAS_ALIBI,
@@ -303,8 +305,8 @@ def _bwd_dq_kernel(Q, K, V, DOut, Lse, Delta, DQ, CuSeqQ, CuSeqK, Alibi, Seed,
                    alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D,
                    True, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, USE_DESC)
     dq = dq * grad_scale
-    store_tile(DQ + b64 * stride_dqb + q_start * stride_dqs + h * stride_dqh, stride_dqs, rows,
-               offs_d, sq, dq, HEAD_DIM)
+    store_tile(DQ + b64 * stride_dqb + q_start * stride_dqs + h * stride_dqh, stride_dqs, m0,
+               offs_m, offs_d, sq, dq, HEAD_DIM)
 
 
 # Experiment switches for benchmarks/bwd_variants.py: fuse dQ into the dK/dV kernel

@@ -28,7 +28,7 @@ Layout of the work
   -inf and contribute nothing; a row that sees no key gets out 0, LSE -inf).
 
 ``num_splits = 0`` picks the split count with `num_splits_heuristic`
-(flash_attn's wave-efficiency rule on twice the SM count, at least
+(flash_attn's wave-efficiency rule on the SMs times the programs resident per SM, at least
 `MIN_KEYS_PER_SPLIT` keys of cache capacity per split); 1 never splits; n > 1
 uses n splits (at most one per key tile of the cache; chunks past a band's end
 stay empty).
@@ -242,47 +242,49 @@ def _decode_kernel(Q, K, V, Out, Lse, OPart, LPart, SeqlensK, LeftPad, BatchIdx,
 
 @triton.jit
 def _merge_kernel(OPart, LPart, Out, Lse, stride_ob, stride_os, stride_oh, stride_lb,
-                  stride_lh, seqlen_q, num_kv_heads, num_splits,
-                  GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+                  stride_lh, num_kv_heads, num_splits,
+                  GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, SPLIT_BLOCK: tl.constexpr,
                   BLOCK_D: tl.constexpr):
-    """out = sum_s exp(lse_s - lse) * out_s, lse = log sum_s exp(lse_s), per packed row.
+    """out = sum_s exp(lse_s - lse) * out_s, lse = log sum_s exp(lse_s), one packed row
+    per program (grid (Sq * G, B * Hk)).
 
-    Splits with LSE -inf contribute nothing; all -inf gives out 0 and LSE -inf
-    (the function of `flashtile.merge.merge_attention_states`, computed online)."""
-    pid_m = tl.program_id(0)
+    SPLIT_BLOCK splits are loaded at once: the loads of a chunk are independent, so
+    the merge costs about one memory latency per chunk, not one per split (a loop of
+    one split per step took ~0.8 us per split on the H200 and made many splits a loss).
+    Splits with LSE -inf contribute nothing; all -inf gives out 0 and LSE -inf (the
+    function of `flashtile.merge.merge_attention_states`)."""
+    r = tl.program_id(0)
     bhk = tl.program_id(1)
+    rows_total = tl.num_programs(0)
     n_bhk = tl.num_programs(1)
-    b64 = (bhk // num_kv_heads).to(tl.int64)
-    hk = bhk % num_kv_heads
-    rows_total = seqlen_q * GROUP
-    r = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = r < rows_total
+    offs_s = tl.arange(0, SPLIT_BLOCK)
     offs_d = tl.arange(0, BLOCK_D)
-    mask = row_ok[:, None] & (offs_d[None, :] < HEAD_DIM)
-    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    for s in range(0, num_splits):
+    d_ok = offs_d < HEAD_DIM
+    m_i = float("-inf")
+    l_i = 0.0
+    acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for s0 in range(0, num_splits, SPLIT_BLOCK):
+        s = s0 + offs_s
         part = (s * n_bhk + bhk).to(tl.int64) * rows_total + r
-        lse_s = tl.load(LPart + part, mask=row_ok, other=float("-inf")) * LOG2E
-        o_s = tl.load(OPart + part[:, None] * HEAD_DIM + offs_d[None, :], mask=mask, other=0.0)
-        m_new = tl.maximum(m_i, lse_s)
+        lse_s = tl.load(LPart + part, mask=s < num_splits, other=float("-inf")) * LOG2E
+        o_s = tl.load(OPart + part[:, None] * HEAD_DIM + offs_d[None, :],
+                      mask=(s < num_splits)[:, None] & d_ok[None, :], other=0.0)
+        m_new = tl.maximum(m_i, tl.max(lse_s, 0))
         m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
         alpha = tl.exp2(m_i - m_ref)
-        w = tl.exp2(lse_s - m_ref)
-        acc = acc * alpha[:, None] + w[:, None] * o_s
-        l_i = l_i * alpha + w
+        w = tl.exp2(lse_s - m_ref)  # -inf splits weigh 0
+        acc = acc * alpha + tl.sum(w[:, None] * o_s, 0)
+        l_i = l_i * alpha + tl.sum(w, 0)
         m_i = m_new
     empty = l_i == 0.0
     l_safe = tl.where(empty, 1.0, l_i)
-    out = acc * (1.0 / l_safe)[:, None]
     lse = tl.where(empty, float("-inf"), (m_i + tl.log2(l_safe)) * LN2)
+    b64 = (bhk // num_kv_heads).to(tl.int64)
     q_pos = r // GROUP
-    head = hk * GROUP + r % GROUP
-    o_ptrs = (Out + b64 * stride_ob + q_pos[:, None] * stride_os + head[:, None] * stride_oh
-              + offs_d[None, :])
-    tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=mask)
-    tl.store(Lse + b64 * stride_lb + head * stride_lh + q_pos, lse, mask=row_ok)
+    head = (bhk % num_kv_heads) * GROUP + r % GROUP
+    tl.store(Out + b64 * stride_ob + q_pos * stride_os + head * stride_oh + offs_d,
+             (acc / l_safe).to(Out.dtype.element_ty), mask=d_ok)
+    tl.store(Lse + b64 * stride_lb + head * stride_lh + q_pos, lse)
 
 
 # ----------------------------------------------------------------------------
@@ -298,10 +300,11 @@ MAX_SPLITS = 128
 def decode_config(rows: int, head_dim: int, dtype: torch.dtype) -> KernelConfig:
     """Launch configuration for Sq * G packed rows (block_m counts packed rows).
 
-    Decoding (<= 32 rows) is memory bound: a 16/32-row tile, 16-bit K/V tiles of
-    16 KB (64 keys at d = 128) double-buffered (3 stages; paged launches get two
-    more, see `_stages`). Prefill-sized row counts take the forward kernel's table.
-    Untuned first picks: benchmarks/decode_bench.py sweeps alternatives.
+    Decoding (<= 32 rows) is memory bound: a 16/32-row tile and K/V tiles of 32 KB
+    (128 keys at d = 128) in 3 stages (paged launches get two more, see `_stages`).
+    On the H200 (benchmarks/decode_sweep.py) 128-key tiles beat 64-key ones by 4-20%
+    at B = 64 (contiguous, page 16 and page 256) and match them elsewhere.
+    Prefill-sized row counts take the forward kernel's table.
     """
     if interpreter_active():
         return KernelConfig(16, 16, 1, 1)
@@ -310,7 +313,7 @@ def decode_config(rows: int, head_dim: int, dtype: torch.dtype) -> KernelConfig:
     if rows <= 32:
         block_m = 16 if rows <= 16 else 32
         if wide:
-            block_n = 128 if block_d <= 64 else (64 if block_d <= 128 else 32)
+            block_n = 128 if block_d <= 128 else 32
             stages = 3
         else:
             block_n = 64 if block_d <= 64 else (32 if block_d <= 128 else 16)
@@ -343,32 +346,46 @@ def device_sm_count(device: torch.device) -> int:
     return FALLBACK_NUM_SMS
 
 
-def num_splits_heuristic(programs: int, num_sms: int, num_key_blocks: int,
+def num_splits_heuristic(programs: int, slots: int, num_key_blocks: int,
                          max_splits: int = MAX_SPLITS) -> int:
     """flash_attn's rule: split only when `programs` (B * Hk * row blocks) cannot
-    fill the machine, then take the fewest splits whose wave efficiency (filled
-    fraction of the last wave of ``programs * splits`` over `num_sms` slots; pass
-    twice the SM count for two resident programs per SM) is >= 85% of the best;
-    at most one split per `num_key_blocks` block of keys."""
-    if programs <= 0 or programs >= 0.8 * num_sms:
+    fill the machine's `slots` (SMs x resident programs per SM), then take the fewest
+    splits whose wave efficiency (filled fraction of the last wave of
+    ``programs * splits`` over `slots`) is >= 95% of the best; at most one split per
+    `num_key_blocks` block of keys. (flash_attn accepts 85%; on the H200 the extra
+    programs of a nearly full wave were worth more: 16 splits beat 14 at B = 1.)"""
+    if programs <= 0 or programs >= 0.8 * slots:
         return 1
-    max_splits = max(1, min(max_splits, num_sms, num_key_blocks))
+    max_splits = max(1, min(max_splits, slots, num_key_blocks))
     eligible = lambda s: s == 1 or math.ceil(num_key_blocks / s) != math.ceil(
         num_key_blocks / (s - 1))
     effs = {}
     for s in range(1, max_splits + 1):
         if eligible(s):
-            waves = programs * s / num_sms
+            waves = programs * s / slots
             effs[s] = waves / math.ceil(waves)
     best = max(effs.values())
-    return next(s for s, e in effs.items() if e >= 0.85 * best)
+    return next(s for s, e in effs.items() if e >= 0.95 * best)
+
+
+SMEM_PER_SM = 228 * 1024  # Hopper; fewer bytes only means more resident programs assumed
+
+
+def resident_programs(cfg: KernelConfig, head_dim: int, itemsize: int) -> int:
+    """Decode programs that fit on one SM at once, bounded by the K/V pipeline buffers
+    (num_stages x (K + V) tiles): 1 for 128-key d128 tiles in 3 stages, 2 for 64-key."""
+    per_program = cfg.num_stages * 2 * cfg.block_n * padded_head_dim(head_dim) * itemsize
+    return max(1, min(4, SMEM_PER_SM // max(1, per_program)))
 
 
 def choose_num_splits(batch: int, kv_heads: int, row_blocks: int, key_capacity: int,
-                      device: torch.device, block_n: int) -> int:
+                      device: torch.device, cfg: KernelConfig, head_dim: int,
+                      itemsize: int) -> int:
     """num_splits=0: the split count for this launch (no host sync: uses capacity)."""
+    block_n = cfg.block_n
     min_keys = 2 * block_n if interpreter_active() else max(MIN_KEYS_PER_SPLIT, block_n)
-    return num_splits_heuristic(batch * kv_heads * row_blocks, 2 * device_sm_count(device),
+    slots = device_sm_count(device) * resident_programs(cfg, head_dim, itemsize)
+    return num_splits_heuristic(batch * kv_heads * row_blocks, slots,
                                 max(1, key_capacity // min_keys))
 
 
@@ -413,8 +430,8 @@ def decode_attention(q, k_cache, v_cache, cache_seqlens, *, cache_leftpad=None,
         span = capacity  # keys a row block may see (no host sync: not the live lengths)
         if window_left >= 0 and window_right >= 0:
             span = min(capacity, window_left + window_right + seqlen_q)
-        num_splits = choose_num_splits(batch, kv_heads, row_blocks, span, q.device,
-                                       cfg.block_n)
+        num_splits = choose_num_splits(batch, kv_heads, row_blocks, span, q.device, cfg,
+                                       head_dim, q.element_size())
     # More splits than key tiles would only add empty chunks: same result, fewer programs.
     num_splits = max(1, min(int(num_splits), triton.cdiv(capacity, cfg.block_n)))
     if batch == 0 or rows == 0:
@@ -453,12 +470,11 @@ def decode_attention(q, k_cache, v_cache, cache_seqlens, *, cache_leftpad=None,
         BLOCK_N=cfg.block_n, BLOCK_D=padded_head_dim(head_dim),
         num_warps=cfg.num_warps, num_stages=_stages(cfg.num_stages, paged))
     if split:
-        merge_m = 16 if interpreter_active() else max(16, min(64, 8192 // padded_head_dim(
-            head_dim)))
-        _merge_kernel[(triton.cdiv(rows, merge_m), batch * kv_heads)](
+        split_block = min(triton.next_power_of_2(num_splits), 16 if interpreter_active() else 64)
+        _merge_kernel[(rows, batch * kv_heads)](
             o_part, l_part, out, lse, out.stride(0), out.stride(1), out.stride(2),
-            lse.stride(0), lse.stride(1), seqlen_q, kv_heads, num_splits,
-            GROUP=group, HEAD_DIM=head_dim, BLOCK_M=merge_m,
+            lse.stride(0), lse.stride(1), kv_heads, num_splits,
+            GROUP=group, HEAD_DIM=head_dim, SPLIT_BLOCK=split_block,
             BLOCK_D=padded_head_dim(head_dim), num_warps=1 if interpreter_active() else 4)
     if return_partials:
         return out, lse, ((o_part, l_part) if split else None)

@@ -62,13 +62,13 @@ def _fwd_inner(acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, 
     for n in range(n_start, n_stop, BLOCK_N):
         cols = n + offs_n  # [BLOCK_N] key indices
         # 1. load the K and V tiles                                   # [BLOCK_N, BLOCK_D]
-        k = load_block(k_src, stride_ks, b, hk, n, cols, offs_d, seqlen_k, HEAD_DIM, MASKED,
+        k = load_block(k_src, stride_ks, b, hk, n, offs_n, offs_d, seqlen_k, HEAD_DIM, MASKED,
                        USE_DESC, BLOCK_N, BLOCK_D)
         if V_T:  # V arrives transposed (keys contiguous): fp8 P.V wants it K-major
             v = tl.trans(_load_vt_tile(v_src, stride_vs, stride_vd, cols, offs_d, seqlen_k,
                                        HEAD_DIM, MASKED))
         else:
-            v = load_block(v_src, stride_vs, b, hk, n, cols, offs_d, seqlen_k, HEAD_DIM,
+            v = load_block(v_src, stride_vs, b, hk, n, offs_n, offs_d, seqlen_k, HEAD_DIM,
                            MASKED, USE_DESC, BLOCK_N, BLOCK_D)
         # 2. scores of this tile in log2 units                         # [BLOCK_M, BLOCK_N]
         qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)
@@ -127,7 +127,8 @@ def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed, Descale,
     if m0 >= sq:  # varlen: this item has fewer queries than max_seqlen_q
         return
 
-    rows = m0 + tl.arange(0, BLOCK_M)  # [BLOCK_M] query indices within the item
+    offs_m = tl.arange(0, BLOCK_M)
+    rows = m0 + offs_m  # [BLOCK_M] query indices within the item
     offs_d = tl.arange(0, BLOCK_D)
     b64 = b.to(tl.int64)
     if USE_DESC:
@@ -137,7 +138,7 @@ def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed, Descale,
         k_src = K + b64 * stride_kb + k_start * stride_ks + hk * stride_kh
         v_src = V + b64 * stride_vb + k_start * stride_vs + hk * stride_vh
         Q = Q + b64 * stride_qb + q_start * stride_qs + h * stride_qh
-    q = load_block(Q, stride_qs, b, h, m0, rows, offs_d, sq, HEAD_DIM, True, USE_DESC,
+    q = load_block(Q, stride_qs, b, h, m0, offs_m, offs_d, sq, HEAD_DIM, True, USE_DESC,
                    BLOCK_M, BLOCK_D)  # [BLOCK_M, BLOCK_D]
 
     alibi_mul, seed = head_scalars(Alibi, stride_ab, stride_ah, b, h, Seed, HAS_ALIBI,
@@ -183,7 +184,7 @@ def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed, Descale,
         Out.store([b, m0, h, 0], out.to(Out.dtype).reshape(1, BLOCK_M, 1, BLOCK_D))
     else:
         o_base = Out + b64 * stride_ob + q_start * stride_os + h * stride_oh
-        store_tile(o_base, stride_os, rows, offs_d, sq, out, HEAD_DIM)
+        store_tile(o_base, stride_os, m0, offs_m, offs_d, sq, out, HEAD_DIM)
     lse_base = Lse + b64 * stride_lb + h * stride_lh + q_start
     tl.store(lse_base + rows, lse, mask=rows < sq)
 
@@ -210,13 +211,14 @@ def _probs_kernel(Q, K, Lse, Probs, CuSeqQ, CuSeqK, Alibi, Seed,
     m0 = pid_m * BLOCK_M
     if m0 >= sq:
         return
-    rows = m0 + tl.arange(0, BLOCK_M)
+    offs_m = tl.arange(0, BLOCK_M)
+    rows = m0 + offs_m
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     b64 = b.to(tl.int64)
     q_base = Q + b64 * stride_qb + q_start * stride_qs + h * stride_qh
     k_base = K + b64 * stride_kb + k_start * stride_ks + hk * stride_kh
-    q = load_tile(q_base, stride_qs, rows, offs_d, sq, HEAD_DIM, True)
+    q = load_tile(q_base, stride_qs, m0, offs_m, offs_d, sq, HEAD_DIM, True)
     lse = tl.load(Lse + b64 * stride_lb + h * stride_lh + q_start + rows, mask=rows < sq,
                   other=float("-inf"))
     lse2 = tl.where(lse == float("-inf"), float("inf"), lse * LOG2E)  # exp2(s - inf) = 0
@@ -225,7 +227,7 @@ def _probs_kernel(Q, K, Lse, Probs, CuSeqQ, CuSeqK, Alibi, Seed,
     p_base = Probs + bh.to(tl.int64) * stride_pbh
     for n in range(0, sk, BLOCK_N):
         cols = n + offs_n
-        k = load_tile(k_base, stride_ks, cols, offs_d, sk, HEAD_DIM, True)
+        k = load_tile(k_base, stride_ks, n, offs_n, offs_d, sk, HEAD_DIM, True)
         qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # [BLOCK_M, BLOCK_N]
         s, _ = score_tile(qk, rows[:, None], cols[None, :], sk - sq, score_mul, cap_mul,
                           alibi_mul, HAS_SOFTCAP, HAS_ALIBI)
