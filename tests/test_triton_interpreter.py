@@ -491,6 +491,23 @@ def test_config_table():
         config.get_config("fwd", 257, torch.float16)
 
 
+def test_descriptors_only_where_they_pay(monkeypatch):
+    """On a GPU, launches under ~0.3 ms of work skip the ~55 us of host descriptors;
+    the interpreter always takes the descriptor path (that is what it tests)."""
+    from flashtile.kernels.common import descriptors_pay
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert not descriptors_pay(1, 2, 128, 128, 64, True)
+    assert not descriptors_pay(16, 16, 1024, 1024, 128, True)  # 6.9e10 flops
+    assert descriptors_pay(8, 16, 2048, 2048, 128, False)  # 2.7e11
+    assert descriptors_pay(2, 16, 8192, 8192, 128, True)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert descriptors_pay(1, 2, 128, 128, 64, True)
+
+
+def test_cdiv():
+    assert [config.cdiv(a, 16) for a in (0, 1, 15, 16, 17, 33)] == [0, 1, 1, 1, 2, 3]
+
+
 # ---------------------------------------------------------------- public switch
 
 

@@ -19,10 +19,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (LOG2E, band_bounds, descriptor_ok, dot_precision, dropout_keep,
-                     head_scalars, launch_scalars, load_block, make_descriptor, probs_tile,
-                     seq_strides, store_tile)
-from .config import get_config, interpreter_active, padded_head_dim
+from .common import (LOG2E, band_bounds, descriptor_ok, descriptors_pay, dot_precision,
+                     dropout_keep, head_scalars, launch_scalars, load_block, make_descriptor,
+                     probs_tile, seq_strides, store_tile)
+from .config import cdiv, get_config, interpreter_active, padded_head_dim
 from .forward import _seq_bounds
 
 
@@ -363,7 +363,7 @@ def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, m
     # 1. Delta = rowsum(dO * O)
     cfg = get_config("bwd_pre", head_dim, q.dtype)
     if max_seqlen_q > 0:
-        _bwd_preprocess[(triton.cdiv(max_seqlen_q, cfg.block_m), batch * num_heads)](
+        _bwd_preprocess[(cdiv(max_seqlen_q, cfg.block_m), batch * num_heads)](
             out, dout, delta, cu_q, *seq_strides(out, varlen), *seq_strides(dout, varlen),
             stride_lb, stride_lh, num_heads, seqlen_q, HEAD_DIM=head_dim, IS_VARLEN=varlen,
             BLOCK_M=cfg.block_m, BLOCK_D=block_d, num_warps=cfg.num_warps,
@@ -375,7 +375,9 @@ def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, m
                   BLOCK_D=block_d, **scalars)
     strides_in = (*seq_strides(q, varlen), *seq_strides(k, varlen), *seq_strides(v, varlen),
                   *seq_strides(dout, varlen))
-    dense_ok = not varlen and descriptor_ok(q, k, v, dout)
+    dense_ok = (not varlen and descriptor_ok(q, k, v, dout)
+                and descriptors_pay(batch, num_heads, seqlen_q, seqlen_k, head_dim,
+                                    window_right == 0))
 
     def sources(cfg):  # (q, k, v, dout) as pointers or descriptors, and the flag
         if not (cfg.tma and dense_ok):
@@ -398,7 +400,7 @@ def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, m
         if DQ_REDUCE_TMA and not interpreter_active():  # (the interpreter has no reduce-add)
             dq_mode, dq_acc_arg = 2, make_descriptor(dq_acc, cfg.block_m, block_d)
     if max_seqlen_k > 0:
-        _bwd_dkdv_kernel[(triton.cdiv(max_seqlen_k, cfg.block_n), batch * kv_heads)](
+        _bwd_dkdv_kernel[(cdiv(max_seqlen_k, cfg.block_n), batch * kv_heads)](
             *srcs, lse, delta, dk, dv, dq_acc_arg, cu_q, cu_k, alibi, seed_t, *strides_in,
             *seq_strides(dk, varlen), *seq_strides(dv, varlen), stride_lb, stride_lh,
             stride_ab, stride_ah, num_heads, kv_heads, num_heads // kv_heads, seqlen_q, seqlen_k,
@@ -411,7 +413,7 @@ def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, m
     cfg = get_config("bwd_dq", head_dim, q.dtype)
     srcs, use_desc = sources(cfg)
     if max_seqlen_q > 0:
-        _bwd_dq_kernel[(triton.cdiv(max_seqlen_q, cfg.block_m), batch * num_heads)](
+        _bwd_dq_kernel[(cdiv(max_seqlen_q, cfg.block_m), batch * num_heads)](
             *srcs, lse, delta, dq, cu_q, cu_k, alibi, seed_t, *strides_in,
             *seq_strides(dq, varlen), stride_lb, stride_lh, stride_ab, stride_ah,
             num_heads, num_heads // kv_heads, seqlen_q, seqlen_k,

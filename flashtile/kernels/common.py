@@ -30,6 +30,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .config import interpreter_active
+
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)  # log2(e)
 LN2: tl.constexpr = tl.constexpr(0.6931471805599453)  # ln(2)
 
@@ -237,6 +239,21 @@ def descriptor_ok(*tensors: torch.Tensor) -> bool:
         if x.data_ptr() % 16 or any(st * size % 16 for st in x.stride()[:-1]):
             return False
     return True
+
+
+# Host-side descriptors cost ~55 us per launch on the H200 host (four TensorDescriptors
+# built and encoded; NOTES.md session 3, 8) and TMA saves ~15% of kernel time, so pointer
+# loads are kept for launches under ~0.3 ms of work (1.5e11 flops at ~500 TFLOP/s), which
+# are host-bound anyway.
+TMA_MIN_FLOPS = 1.5e11
+
+
+def descriptors_pay(batch: int, heads: int, seqlen_q: int, seqlen_k: int, head_dim: int,
+                    causal: bool) -> bool:
+    """True when a forward of this size is long enough to repay building descriptors
+    (always in the interpreter, where the descriptor path is what is being tested)."""
+    flops = 4.0 * batch * heads * seqlen_q * seqlen_k * head_dim * (0.5 if causal else 1.0)
+    return flops >= TMA_MIN_FLOPS or interpreter_active()
 
 
 def make_descriptor(x: torch.Tensor, block_rows: int, block_d: int):

@@ -44,7 +44,7 @@ import triton
 import triton.language as tl
 
 from .common import LN2, LOG2E, dot_precision, launch_scalars, score_tile, visible_mask
-from .config import KernelConfig, get_config, interpreter_active, padded_head_dim
+from .config import KernelConfig, cdiv, get_config, interpreter_active, padded_head_dim
 
 # ----------------------------------------------------------------------------
 # device side
@@ -346,6 +346,7 @@ def device_sm_count(device: torch.device) -> int:
     return FALLBACK_NUM_SMS
 
 
+@functools.lru_cache(maxsize=1024)  # pure function of ints, called per decode step
 def num_splits_heuristic(programs: int, slots: int, num_key_blocks: int,
                          max_splits: int = MAX_SPLITS) -> int:
     """flash_attn's rule: split only when `programs` (B * Hk * row blocks) cannot
@@ -425,7 +426,7 @@ def decode_attention(q, k_cache, v_cache, cache_seqlens, *, cache_leftpad=None,
     lse = torch.empty((batch, heads, seqlen_q), dtype=torch.float32, device=q.device)
     rows = seqlen_q * group
     cfg = config or decode_config(rows, head_dim, q.dtype)
-    row_blocks = triton.cdiv(rows, cfg.block_m)
+    row_blocks = cdiv(rows, cfg.block_m)
     if num_splits == 0:
         span = capacity  # keys a row block may see (no host sync: not the live lengths)
         if window_left >= 0 and window_right >= 0:
@@ -433,7 +434,7 @@ def decode_attention(q, k_cache, v_cache, cache_seqlens, *, cache_leftpad=None,
         num_splits = choose_num_splits(batch, kv_heads, row_blocks, span, q.device, cfg,
                                        head_dim, q.element_size())
     # More splits than key tiles would only add empty chunks: same result, fewer programs.
-    num_splits = max(1, min(int(num_splits), triton.cdiv(capacity, cfg.block_n)))
+    num_splits = max(1, min(int(num_splits), cdiv(capacity, cfg.block_n)))
     if batch == 0 or rows == 0:
         return (out, lse, None) if return_partials else (out, lse)
     split = num_splits > 1
@@ -470,7 +471,7 @@ def decode_attention(q, k_cache, v_cache, cache_seqlens, *, cache_leftpad=None,
         BLOCK_N=cfg.block_n, BLOCK_D=padded_head_dim(head_dim),
         num_warps=cfg.num_warps, num_stages=_stages(cfg.num_stages, paged))
     if split:
-        split_block = min(triton.next_power_of_2(num_splits), 16 if interpreter_active() else 64)
+        split_block = min(1 << (num_splits - 1).bit_length(), 16 if interpreter_active() else 64)
         _merge_kernel[(rows, batch * kv_heads)](
             o_part, l_part, out, lse, out.stride(0), out.stride(1), out.stride(2),
             lse.stride(0), lse.stride(1), kv_heads, num_splits,

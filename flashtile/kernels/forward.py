@@ -13,10 +13,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (LN2, LOG2E, band_bounds, descriptor_ok, dot_precision, dropout_keep,
-                     head_scalars, launch_scalars, load_block, load_tile, make_descriptor,
-                     score_tile, seq_strides, store_tile, visible_mask)
-from .config import get_config, padded_head_dim
+from .common import (LN2, LOG2E, band_bounds, descriptor_ok, descriptors_pay, dot_precision,
+                     dropout_keep, head_scalars, launch_scalars, load_block, load_tile,
+                     make_descriptor, score_tile, seq_strides, store_tile, visible_mask)
+from .config import cdiv, get_config, padded_head_dim
 
 
 @triton.jit
@@ -298,7 +298,7 @@ def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
                  BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=padded_head_dim(head_dim))
     shared = dict(num_heads=num_heads, kv_group=num_heads // kv_heads, seqlen_q=seqlen_q,
                   seqlen_k=seqlen_k, max_seqlen_k=max_seqlen_k, dropout_p=dropout_p, **scalars)
-    grid = (triton.cdiv(max_seqlen_q, cfg.block_m), batch * num_heads)
+    grid = (cdiv(max_seqlen_q, cfg.block_m), batch * num_heads)
     stride_vd = 1
     descale = lse  # placeholder, never read
     v_t = is_fp8 and FP8_V_TRANSPOSED
@@ -308,7 +308,9 @@ def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
         descale = (torch.stack(descales) if descales is not None  # (3, B, Hk)
                    else torch.ones((3, batch, kv_heads), dtype=torch.float32, device=q.device))
     srcs = (q, k, v, out)
-    use_desc = cfg.tma and not varlen and not v_t and descriptor_ok(*srcs)
+    use_desc = (cfg.tma and not varlen and not v_t and descriptor_ok(*srcs)
+                and descriptors_pay(batch, num_heads, seqlen_q, seqlen_k, head_dim,
+                                    window_right == 0))
     if use_desc:
         srcs = tuple(make_descriptor(x, cfg.block_m if x is q or x is out else cfg.block_n,
                                      flags["BLOCK_D"]) for x in srcs)
