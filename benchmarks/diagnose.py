@@ -2,10 +2,10 @@
 
 1. Which matrix instructions the FP8 forward kernel compiled to: counts of wgmma (by input
    type) and mma.sync in the PTX of every kernel compiled in this process.
-2. Host time per call for a tiny input (kernel time ~ negligible): flashtile (with and
-   without TMA descriptors, grad recording on/off) next to torch SDPA.
+2. Host time per call for tiny inputs (kernel time ~ negligible): a prefill call (grad
+   recording on/off) and a decode step, each next to torch SDPA.
 
-    TRITON_CACHE_DIR=$(mktemp -d) python3 benchmarks/diagnose.py
+    TRITON_CACHE_DIR=$(mktemp -d) python3 benchmarks/diagnose.py [--host-only]
 """
 
 from __future__ import annotations
@@ -51,26 +51,37 @@ def host_us(fn, n=2000):
 
 
 def host_overhead():
+    """Wall time per call of tiny inputs: prefill (flash_attn_func, no descriptors at
+    this size) and one decode step (flash_attn_with_kvcache, B = 1, 1k cache, split)."""
     q, k, v = (torch.randn(1, 128, 2, 64, device="cuda", dtype=torch.bfloat16,
                            requires_grad=True) for _ in range(3))
     sdpa = lambda: torch.nn.functional.scaled_dot_product_attention(  # noqa: E731
         q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
     ours = lambda: flashtile.flash_attn_func(q, k, v, causal=True)  # noqa: E731
+    qd = torch.randn(1, 1, 32, 128, device="cuda", dtype=torch.bfloat16)
+    kc, vc = (torch.randn(1, 1024, 8, 128, device="cuda", dtype=torch.bfloat16)
+              for _ in range(2))
+    lens = torch.full((1,), 1024, dtype=torch.int32, device="cuda")
+    sdpa_dec = lambda: torch.nn.functional.scaled_dot_product_attention(  # noqa: E731
+        qd.transpose(1, 2), kc.transpose(1, 2), vc.transpose(1, 2), enable_gqa=True)
+    ours_dec = lambda: flashtile.flash_attn_with_kvcache(  # noqa: E731
+        qd, kc, vc, cache_seqlens=lens)
     rows = []
     for grad in (True, False):
         with torch.set_grad_enabled(grad):
             rows.append((f"torch SDPA, grad={grad}", host_us(sdpa)))
-            rows.append((f"flashtile (TMA), grad={grad}", host_us(ours)))
-            key = ("fwd", "16bit", 64)
-            saved = config._GPU_TABLE[key]
-            config._GPU_TABLE[key] = config.KernelConfig(128, 64, 4, 3, False)
-            rows.append((f"flashtile (pointers), grad={grad}", host_us(ours)))
-            config._GPU_TABLE[key] = saved
-    print(f"\n{torch.cuda.get_device_name()}: wall µs per call, (1, 128, 2, 64) bf16 causal")
+            rows.append((f"flashtile, grad={grad}", host_us(ours)))
+    with torch.no_grad():
+        rows.append(("torch SDPA decode step", host_us(sdpa_dec)))
+        rows.append(("flashtile decode step (split + merge)", host_us(ours_dec)))
+    print(f"\n{torch.cuda.get_device_name()}: wall us per call; prefill (1, 128, 2, 64) "
+          f"bf16 causal; decode (1, 1, 32, 128) against a 1k cache of 8 KV heads")
     for name, us in rows:
-        print(f"  {name:36s} {us:7.1f}")
+        print(f"  {name:40s} {us:7.1f}")
 
 
 if __name__ == "__main__":
-    instruction_counts()
+    import sys
+    if "--host-only" not in sys.argv:
+        instruction_counts()
     host_overhead()

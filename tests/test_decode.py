@@ -497,3 +497,22 @@ def test_kvcache_decode_long_gpu(shape, paged, mask):
         run_case(Sq, Sk, 0.5, paged, True, num_splits, mask=MASKS[mask], leftpad=mask == 1,
                  batch_idx=not paged, interleaved=False, dtype=torch.bfloat16, D=128, H=8,
                  Hk=2, B=2, page=256, seed=mask)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", [(1, 128), (1, 339), (3, 1024), (64, 800)],
+                         ids=lambda s: f"sq{s[0]}-sk{s[1]}")
+@pytest.mark.parametrize("rotary_fraction", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("paged", [False, True])
+@pytest.mark.parametrize("new_kv", [True, False])
+def test_kvcache_grid_gpu(shape, rotary_fraction, paged, new_kv):
+    """flash_attn's kvcache grid at d = 128 in bf16 on the GPU: both split modes, pages
+    of 16 and 256, leftpad and the masks cycling with the parameters."""
+    Sq, Sk = shape
+    index = 7 * Sk + 3 * Sq + int(10 * rotary_fraction) + 2 * paged + new_kv
+    for num_splits in (0, 1):
+        run_case(Sq, Sk, rotary_fraction, paged, new_kv, num_splits,
+                 mask=MASKS[index % len(MASKS)], leftpad=index % 3 == 1,
+                 batch_idx=not paged and index % 2 == 0, interleaved=index % 2 == 1,
+                 dtype=torch.bfloat16, D=128, H=8, Hk=2, B=3,
+                 page=(16, 256)[index % 2], seed=index, starved=index % 4 == 0)

@@ -302,6 +302,19 @@ def test_non_contiguous(causal):
     check_all(q, k, v, dout, out, lse, grads, causal=causal)
 
 
+def test_int64_row_offsets(monkeypatch):
+    """The 64-bit row-offset loads and stores (taken on a GPU only when row x stride
+    reaches 2^31) compute the same attention and gradients."""
+    from flashtile.kernels import backward, common, forward
+    monkeypatch.setattr(forward, "pointer_mode", lambda *a: common.LOAD_PTR64.value)
+    monkeypatch.setattr(backward, "pointer_mode", lambda *a: common.LOAD_PTR64.value)
+    q, k, v, dout = make_qkv(2, 37, 45, 2, 1, 59, torch.float16)  # odd D: pointer loads
+    out, lse, grads = end_to_end(q, k, v, dout, causal=True)
+    check_all(q, k, v, dout, out, lse, grads, causal=True)
+    assert common.pointer_mode(2**16, torch.empty(2, 4, 3, 8)) == common.LOAD_PTR.value
+    assert common.pointer_mode(2**28, torch.empty(1, 1, 2, 8)) == common.LOAD_PTR64.value
+
+
 @pytest.mark.parametrize("window,shape", [
     ((0, 0), (37, 10)),  # Sq > Sk: the first 27 rows see no key at all
     ((-1, 0), (64, 29)),  # causal, Sq > Sk

@@ -19,9 +19,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (LOG2E, band_bounds, descriptor_ok, descriptors_pay, dot_precision,
-                     dropout_keep, head_scalars, launch_scalars, load_block, make_descriptor,
-                     probs_tile, seq_strides, store_tile)
+from .common import (LOAD_DESC, LOAD_PTR64, LOG2E, band_bounds, descriptor_ok, descriptors_pay,
+                     dot_precision, dropout_keep, head_scalars, launch_scalars, load_block,
+                     make_descriptor, pointer_mode, probs_tile, seq_strides, store_tile)
 from .config import cdiv, get_config, interpreter_active, padded_head_dim
 from .forward import _seq_bounds
 
@@ -78,7 +78,7 @@ def _dkdv_inner(dk, dv, k, v, cols, q_src, do_src, stride_qs, stride_ds, b, h, L
                 dropout_p,
                 HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
                 MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
-                HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr,
+                HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr, LOADS: tl.constexpr,
                 DQ_MODE: tl.constexpr):
     """Add the query tiles [m_start, m_stop) of one head to dK, dV (transposed tiles).
 
@@ -93,10 +93,10 @@ def _dkdv_inner(dk, dv, k, v, cols, q_src, do_src, stride_qs, stride_ds, b, h, L
     for m in range(m_start, m_stop, BLOCK_M):
         rows = m + offs_m  # [BLOCK_M] query indices
         # 1. load Q, dO tiles and the row statistics                  # [BLOCK_M, BLOCK_D]
-        q = load_block(q_src, stride_qs, b, h, m, offs_m, offs_d, seqlen_q, HEAD_DIM, MASKED,
-                       USE_DESC, BLOCK_M, BLOCK_D)
-        do = load_block(do_src, stride_ds, b, h, m, offs_m, offs_d, seqlen_q, HEAD_DIM, MASKED,
-                        USE_DESC, BLOCK_M, BLOCK_D)
+        q = load_block(q_src, stride_qs, b, h, m, rows, offs_d, seqlen_q, HEAD_DIM, MASKED,
+                       LOADS, BLOCK_M, BLOCK_D)
+        do = load_block(do_src, stride_ds, b, h, m, rows, offs_d, seqlen_q, HEAD_DIM, MASKED,
+                        LOADS, BLOCK_M, BLOCK_D)
         lse2, delta = _load_row_stats(Lse, Delta, lse_off, rows, seqlen_q)
         # 2. recompute P^T from the scores and the stored LSE          # [BLOCK_N, BLOCK_M]
         qk_t = tl.dot(k, tl.trans(q), input_precision=PRECISION)
@@ -136,8 +136,9 @@ def _bwd_dkdv_kernel(Q, K, V, DOut, Lse, Delta, DK, DV, DQAcc, CuSeqQ, CuSeqK, A
                      HEAD_DIM: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
                      HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                     USE_DESC: tl.constexpr, DQ_MODE: tl.constexpr):
-    """Q, K, V, DOut are pointers, or (B, S, H, D) tensor descriptors when USE_DESC."""
+                     LOADS: tl.constexpr, DQ_MODE: tl.constexpr):
+    """Q, K, V, DOut are pointers, or (B, S, H, D) tensor descriptors when
+    LOADS == LOAD_DESC."""
     pid_n = tl.program_id(0)
     bhk = tl.program_id(1)
     b = bhk // kv_heads
@@ -148,16 +149,15 @@ def _bwd_dkdv_kernel(Q, K, V, DOut, Lse, Delta, DK, DV, DQAcc, CuSeqQ, CuSeqK, A
     if n0 >= sk:
         return
 
-    offs_n = tl.arange(0, BLOCK_N)
-    cols = n0 + offs_n  # [BLOCK_N] key indices within the item
+    cols = n0 + tl.arange(0, BLOCK_N)  # [BLOCK_N] key indices within the item
     offs_d = tl.arange(0, BLOCK_D)
     b64 = b.to(tl.int64)
-    if not USE_DESC:
+    if LOADS != LOAD_DESC:
         K = K + b64 * stride_kb + k_start * stride_ks + hk * stride_kh
         V = V + b64 * stride_vb + k_start * stride_vs + hk * stride_vh
-    k = load_block(K, stride_ks, b, hk, n0, offs_n, offs_d, sk, HEAD_DIM, True, USE_DESC,
+    k = load_block(K, stride_ks, b, hk, n0, cols, offs_d, sk, HEAD_DIM, True, LOADS,
                    BLOCK_N, BLOCK_D)  # [BLOCK_N, BLOCK_D]
-    v = load_block(V, stride_vs, b, hk, n0, offs_n, offs_d, sk, HEAD_DIM, True, USE_DESC,
+    v = load_block(V, stride_vs, b, hk, n0, cols, offs_d, sk, HEAD_DIM, True, LOADS,
                    BLOCK_N, BLOCK_D)
     seed = 0
     if HAS_DROPOUT:
@@ -175,7 +175,7 @@ def _bwd_dkdv_kernel(Q, K, V, DOut, Lse, Delta, DK, DV, DQAcc, CuSeqQ, CuSeqK, A
         # Each query head of the GQA group adds its share into the same accumulators.
         h = hk * kv_group + g
         bh = b * num_heads + h
-        if USE_DESC:
+        if LOADS == LOAD_DESC:
             q_src = Q
             do_src = DOut
         else:
@@ -190,26 +190,26 @@ def _bwd_dkdv_kernel(Q, K, V, DOut, Lse, Delta, DK, DV, DQAcc, CuSeqQ, CuSeqK, A
             DQAcc, acc_row0, num_heads,
             m_begin, m_full_lo, sq, sk, window_left, window_right, score_mul, cap_mul,
             alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_M, BLOCK_D, True,
-            HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, USE_DESC, DQ_MODE)
+            HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS, DQ_MODE)
         dk, dv = _dkdv_inner(
             dk, dv, k, v, cols, q_src, do_src, stride_qs, stride_ds, b, h, Lse, Delta, lse_off,
             DQAcc, acc_row0, num_heads,
             m_full_lo, m_full_hi, sq, sk, window_left, window_right, score_mul, cap_mul,
             alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_M, BLOCK_D, False,
-            HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, USE_DESC, DQ_MODE)
+            HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS, DQ_MODE)
         dk, dv = _dkdv_inner(
             dk, dv, k, v, cols, q_src, do_src, stride_qs, stride_ds, b, h, Lse, Delta, lse_off,
             DQAcc, acc_row0, num_heads,
             m_full_hi, m_end, sq, sk, window_left, window_right, score_mul, cap_mul,
             alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_M, BLOCK_D, True,
-            HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, USE_DESC, DQ_MODE)
+            HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS, DQ_MODE)
 
     # dS was taken w.r.t. the scaled score: the softmax scale is applied once here.
     dk = dk * grad_scale
-    store_tile(DK + b64 * stride_dkb + k_start * stride_dks + hk * stride_dkh, stride_dks, n0,
-               offs_n, offs_d, sk, dk, HEAD_DIM)
-    store_tile(DV + b64 * stride_dvb + k_start * stride_dvs + hk * stride_dvh, stride_dvs, n0,
-               offs_n, offs_d, sk, dv, HEAD_DIM)
+    store_tile(DK + b64 * stride_dkb + k_start * stride_dks + hk * stride_dkh, stride_dks, cols,
+               offs_d, sk, dk, HEAD_DIM, LOADS == LOAD_PTR64)
+    store_tile(DV + b64 * stride_dvb + k_start * stride_dvs + hk * stride_dvh, stride_dvs, cols,
+               offs_d, sk, dv, HEAD_DIM, LOADS == LOAD_PTR64)
 
 
 @triton.jit
@@ -218,17 +218,17 @@ def _dq_inner(dq, q, do, lse2, delta, rows, k_src, v_src, stride_ks, stride_vs, 
               score_mul, cap_mul, alibi_mul, seed, bh, max_seqlen_k, dropout_p,
               HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
               MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
-              HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr):
+              HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr, LOADS: tl.constexpr):
     """Add the key tiles [n_start, n_stop) to dQ."""
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     for n in range(n_start, n_stop, BLOCK_N):
         cols = n + offs_n  # [BLOCK_N] key indices
         # 1. load the K and V tiles                                   # [BLOCK_N, BLOCK_D]
-        k = load_block(k_src, stride_ks, b, hk, n, offs_n, offs_d, seqlen_k, HEAD_DIM, MASKED,
-                       USE_DESC, BLOCK_N, BLOCK_D)
-        v = load_block(v_src, stride_vs, b, hk, n, offs_n, offs_d, seqlen_k, HEAD_DIM, MASKED,
-                       USE_DESC, BLOCK_N, BLOCK_D)
+        k = load_block(k_src, stride_ks, b, hk, n, cols, offs_d, seqlen_k, HEAD_DIM, MASKED,
+                       LOADS, BLOCK_N, BLOCK_D)
+        v = load_block(v_src, stride_vs, b, hk, n, cols, offs_d, seqlen_k, HEAD_DIM, MASKED,
+                       LOADS, BLOCK_N, BLOCK_D)
         # 2. recompute P from the scores and the stored LSE            # [BLOCK_M, BLOCK_N]
         qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)
         p, t = probs_tile(qk, rows[:, None], cols[None, :], lse2[:, None], seqlen_q, seqlen_k,
@@ -257,8 +257,9 @@ def _bwd_dq_kernel(Q, K, V, DOut, Lse, Delta, DQ, CuSeqQ, CuSeqK, Alibi, Seed,
                    HEAD_DIM: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
                    HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                   USE_DESC: tl.constexpr):
-    """Q, K, V, DOut are pointers, or (B, S, H, D) tensor descriptors when USE_DESC."""
+                   LOADS: tl.constexpr):
+    """Q, K, V, DOut are pointers, or (B, S, H, D) tensor descriptors when
+    LOADS == LOAD_DESC."""
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // num_heads
@@ -270,18 +271,17 @@ def _bwd_dq_kernel(Q, K, V, DOut, Lse, Delta, DQ, CuSeqQ, CuSeqK, Alibi, Seed,
     if m0 >= sq:
         return
 
-    offs_m = tl.arange(0, BLOCK_M)
-    rows = m0 + offs_m  # [BLOCK_M] query indices within the item
+    rows = m0 + tl.arange(0, BLOCK_M)  # [BLOCK_M] query indices within the item
     offs_d = tl.arange(0, BLOCK_D)
     b64 = b.to(tl.int64)
-    if not USE_DESC:
+    if LOADS != LOAD_DESC:
         Q = Q + b64 * stride_qb + q_start * stride_qs + h * stride_qh
         DOut = DOut + b64 * stride_db + q_start * stride_ds + h * stride_dh
         K = K + b64 * stride_kb + k_start * stride_ks + hk * stride_kh
         V = V + b64 * stride_vb + k_start * stride_vs + hk * stride_vh
-    q = load_block(Q, stride_qs, b, h, m0, offs_m, offs_d, sq, HEAD_DIM, True, USE_DESC,
+    q = load_block(Q, stride_qs, b, h, m0, rows, offs_d, sq, HEAD_DIM, True, LOADS,
                    BLOCK_M, BLOCK_D)  # [BLOCK_M, BLOCK_D]
-    do = load_block(DOut, stride_ds, b, h, m0, offs_m, offs_d, sq, HEAD_DIM, True, USE_DESC,
+    do = load_block(DOut, stride_ds, b, h, m0, rows, offs_d, sq, HEAD_DIM, True, LOADS,
                     BLOCK_M, BLOCK_D)
     lse2, delta = _load_row_stats(Lse, Delta, b64 * stride_lb + h * stride_lh + q_start, rows, sq)
     alibi_mul, seed = head_scalars(Alibi, stride_ab, stride_ah, b, h, Seed, HAS_ALIBI,
@@ -295,18 +295,18 @@ def _bwd_dq_kernel(Q, K, V, DOut, Lse, Delta, DQ, CuSeqQ, CuSeqK, Alibi, Seed,
     dq = _dq_inner(dq, q, do, lse2, delta, rows, K, V, stride_ks, stride_vs, b, hk,
                    n_begin, n_full_lo, sq, sk, window_left, window_right, score_mul, cap_mul,
                    alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D,
-                   True, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, USE_DESC)
+                   True, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS)
     dq = _dq_inner(dq, q, do, lse2, delta, rows, K, V, stride_ks, stride_vs, b, hk,
                    n_full_lo, n_full_hi, sq, sk, window_left, window_right, score_mul, cap_mul,
                    alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D,
-                   False, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, USE_DESC)
+                   False, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS)
     dq = _dq_inner(dq, q, do, lse2, delta, rows, K, V, stride_ks, stride_vs, b, hk,
                    n_full_hi, n_end, sq, sk, window_left, window_right, score_mul, cap_mul,
                    alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D,
-                   True, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, USE_DESC)
+                   True, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS)
     dq = dq * grad_scale
-    store_tile(DQ + b64 * stride_dqb + q_start * stride_dqs + h * stride_dqh, stride_dqs, m0,
-               offs_m, offs_d, sq, dq, HEAD_DIM)
+    store_tile(DQ + b64 * stride_dqb + q_start * stride_dqs + h * stride_dqh, stride_dqs, rows,
+               offs_d, sq, dq, HEAD_DIM, LOADS == LOAD_PTR64)
 
 
 # Experiment switches for benchmarks/bwd_variants.py: fuse dQ into the dK/dV kernel
@@ -379,17 +379,19 @@ def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, m
                 and descriptors_pay(batch, num_heads, seqlen_q, seqlen_k, head_dim,
                                     window_right == 0))
 
-    def sources(cfg):  # (q, k, v, dout) as pointers or descriptors, and the flag
+    pointers = pointer_mode(max(max_seqlen_q, max_seqlen_k), q, k, v, dout, dq, dk, dv)
+
+    def sources(cfg):  # (q, k, v, dout) as pointers or descriptors, and the LOADS mode
         if not (cfg.tma and dense_ok):
-            return (q, k, v, dout), False
+            return (q, k, v, dout), pointers
         return (make_descriptor(q, cfg.block_m, block_d), make_descriptor(k, cfg.block_n, block_d),
                 make_descriptor(v, cfg.block_n, block_d),
-                make_descriptor(dout, cfg.block_m, block_d)), True
+                make_descriptor(dout, cfg.block_m, block_d)), LOAD_DESC.value
 
     # 2. dK, dV (and dQ unless deterministic): one program per (key block, batch * KV head)
     fuse_dq = FUSED_DQ and not deterministic
     cfg = get_config("bwd_dkdv_dq" if fuse_dq else "bwd_dkdv", head_dim, q.dtype)
-    srcs, use_desc = sources(cfg)
+    srcs, loads = sources(cfg)
     dq_mode, dq_acc = 0, lse  # placeholder, never read
     dq_acc_arg = dq_acc  # what the kernel gets: the buffer, or a descriptor over it
     if fuse_dq:
@@ -404,19 +406,19 @@ def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, m
             *srcs, lse, delta, dk, dv, dq_acc_arg, cu_q, cu_k, alibi, seed_t, *strides_in,
             *seq_strides(dk, varlen), *seq_strides(dv, varlen), stride_lb, stride_lh,
             stride_ab, stride_ah, num_heads, kv_heads, num_heads // kv_heads, seqlen_q, seqlen_k,
-            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, USE_DESC=use_desc, DQ_MODE=dq_mode,
+            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, LOADS=loads, DQ_MODE=dq_mode,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages, **common)
     if fuse_dq:  # dS was taken w.r.t. the scaled score: apply the scale once here
         dq.copy_(dq_acc[..., :head_dim].mul_(softmax_scale).view(q.shape))
         return dq, dk, dv
     # 3. dQ: one program per (query block, batch * head)
     cfg = get_config("bwd_dq", head_dim, q.dtype)
-    srcs, use_desc = sources(cfg)
+    srcs, loads = sources(cfg)
     if max_seqlen_q > 0:
         _bwd_dq_kernel[(cdiv(max_seqlen_q, cfg.block_m), batch * num_heads)](
             *srcs, lse, delta, dq, cu_q, cu_k, alibi, seed_t, *strides_in,
             *seq_strides(dq, varlen), stride_lb, stride_lh, stride_ab, stride_ah,
             num_heads, num_heads // kv_heads, seqlen_q, seqlen_k,
-            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, USE_DESC=use_desc,
+            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, LOADS=loads,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages, **common)
     return dq, dk, dv

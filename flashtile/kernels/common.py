@@ -107,42 +107,60 @@ def dropout_keep(seed, bh, q_idx, k_idx, max_seqlen_k, dropout_p):
     return tl.uint_to_uniform_float(rnd) >= dropout_p
 
 
-@triton.jit
-def load_tile(base, stride, row0, offs, offs_d, length, HEAD_DIM: tl.constexpr,
-              MASKED: tl.constexpr):
-    """Rows row0 + offs of a (seq, head_dim) slice; rows past `length` and the padded
-    head-dim columns read as 0. Interior tiles (MASKED=False) skip the row test.
+# How a kernel moves Q/K/V/O tiles (its LOADS constexpr): pointers with 32-bit row
+# offsets, TMA descriptors, or pointers with 64-bit row offsets for items whose row x
+# stride can pass 2^31 elements (packed qkv beyond ~175k tokens). 64-bit offsets are
+# not the default: per-row int64 cost 3-5% in the d256 dK/dV kernel, and a 64-bit tile
+# start with loop-invariant 32-bit rows 7% (register pressure; A/B on the H200, NOTES).
+LOAD_PTR: tl.constexpr = tl.constexpr(0)
+LOAD_DESC: tl.constexpr = tl.constexpr(1)
+LOAD_PTR64: tl.constexpr = tl.constexpr(2)
 
-    The tile start is applied in 64-bit (row0 x stride passes 2^31 on long packed
-    inputs), the rows inside the tile in 32-bit: per-row 64-bit offsets cost 3-5% in
-    the d256 backward (H200)."""
+
+def pointer_mode(max_rows: int, *tensors: torch.Tensor) -> int:
+    """LOAD_PTR, or LOAD_PTR64 when some row index x sequence stride (dim -3: S of
+    (B, S, H, D), tokens of varlen (total, H, D)) reaches 2^31 elements."""
+    span = max_rows * max(x.stride(-3) for x in tensors)
+    return LOAD_PTR64.value if span >= 2**31 else LOAD_PTR.value
+
+
+@triton.jit
+def load_tile(base, stride, idx, offs_d, length, HEAD_DIM: tl.constexpr, MASKED: tl.constexpr,
+              INT64_ROWS: tl.constexpr):
+    """Rows `idx` of a (seq, head_dim) slice; rows past `length` and the padded
+    head-dim columns read as 0. Interior tiles (MASKED=False) skip the row test."""
     mask = offs_d[None, :] < HEAD_DIM
     if MASKED:
-        mask = mask & ((row0 + offs)[:, None] < length)
-    base = base + tl.cast(row0, tl.int64) * stride  # (row0 may be a Python int when interpreted)
-    return tl.load(base + offs[:, None] * stride + offs_d[None, :], mask=mask, other=0.0)
+        mask = mask & (idx[:, None] < length)
+    rows = idx[:, None]
+    if INT64_ROWS:
+        rows = rows.to(tl.int64)
+    return tl.load(base + rows * stride + offs_d[None, :], mask=mask, other=0.0)
 
 
 @triton.jit
-def store_tile(base, stride, row0, offs, offs_d, length, value, HEAD_DIM: tl.constexpr):
-    """Write rows row0 + offs < length of a (seq, head_dim) slice, cast to its dtype."""
-    mask = ((row0 + offs)[:, None] < length) & (offs_d[None, :] < HEAD_DIM)
-    base = base + tl.cast(row0, tl.int64) * stride  # (row0 may be a Python int when interpreted)
-    tl.store(base + offs[:, None] * stride + offs_d[None, :], value.to(base.dtype.element_ty),
-             mask=mask)
+def store_tile(base, stride, idx, offs_d, length, value, HEAD_DIM: tl.constexpr,
+               INT64_ROWS: tl.constexpr):
+    """Write rows `idx` < length of a (seq, head_dim) slice, cast to its dtype."""
+    mask = (idx[:, None] < length) & (offs_d[None, :] < HEAD_DIM)
+    rows = idx[:, None]
+    if INT64_ROWS:
+        rows = rows.to(tl.int64)
+    tl.store(base + rows * stride + offs_d[None, :], value.to(base.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def load_block(src, stride, b, h, row0, offs, offs_d, length, HEAD_DIM: tl.constexpr,
-               MASKED: tl.constexpr, USE_DESC: tl.constexpr, BLOCK: tl.constexpr,
+def load_block(src, stride, b, h, row0, idx, offs_d, length, HEAD_DIM: tl.constexpr,
+               MASKED: tl.constexpr, LOADS: tl.constexpr, BLOCK: tl.constexpr,
                BLOCK_D: tl.constexpr):
-    """Rows row0 + offs (offs = 0 .. BLOCK - 1) of one head: `src` is either the head's
-    base pointer (`load_tile`) or a (B, S, H, D) tensor descriptor, whose copy engine
-    (TMA) zero-fills rows past S and columns past D itself, so no mask is computed."""
-    if USE_DESC:  # (one branch is compiled: an early return would compile both)
+    """Rows row0 .. row0 + BLOCK (= `idx`) of one head: `src` is either the head's base
+    pointer (`load_tile`) or, with LOADS == LOAD_DESC, a (B, S, H, D) tensor descriptor,
+    whose copy engine (TMA) zero-fills rows past S and columns past D itself, so no
+    mask is computed."""
+    if LOADS == LOAD_DESC:  # (one branch is compiled: an early return would compile both)
         tile = src.load([b, row0, h, 0]).reshape(BLOCK, BLOCK_D)
     else:
-        tile = load_tile(src, stride, row0, offs, offs_d, length, HEAD_DIM, MASKED)
+        tile = load_tile(src, stride, idx, offs_d, length, HEAD_DIM, MASKED, LOADS == LOAD_PTR64)
     return tile
 
 

@@ -13,9 +13,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (LN2, LOG2E, band_bounds, descriptor_ok, descriptors_pay, dot_precision,
-                     dropout_keep, head_scalars, launch_scalars, load_block, load_tile,
-                     make_descriptor, score_tile, seq_strides, store_tile, visible_mask)
+from .common import (LN2, LOAD_DESC, LOAD_PTR64, LOG2E, band_bounds, descriptor_ok,
+                     descriptors_pay, dot_precision, dropout_keep, head_scalars, launch_scalars,
+                     load_block, load_tile, make_descriptor, pointer_mode, score_tile, seq_strides,
+                     store_tile, visible_mask)
 from .config import cdiv, get_config, padded_head_dim
 
 
@@ -49,7 +50,7 @@ def _fwd_inner(acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, 
                alibi_mul, seed, bh, max_seqlen_k, dropout_p,
                HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
-               HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr, USE_DESC: tl.constexpr,
+               HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr, LOADS: tl.constexpr,
                V_T: tl.constexpr, PV_16BIT: tl.constexpr):
     """Fold key tiles [n_start, n_stop) into the running (acc, l_i, m_i).
 
@@ -62,14 +63,14 @@ def _fwd_inner(acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, 
     for n in range(n_start, n_stop, BLOCK_N):
         cols = n + offs_n  # [BLOCK_N] key indices
         # 1. load the K and V tiles                                   # [BLOCK_N, BLOCK_D]
-        k = load_block(k_src, stride_ks, b, hk, n, offs_n, offs_d, seqlen_k, HEAD_DIM, MASKED,
-                       USE_DESC, BLOCK_N, BLOCK_D)
+        k = load_block(k_src, stride_ks, b, hk, n, cols, offs_d, seqlen_k, HEAD_DIM, MASKED,
+                       LOADS, BLOCK_N, BLOCK_D)
         if V_T:  # V arrives transposed (keys contiguous): fp8 P.V wants it K-major
             v = tl.trans(_load_vt_tile(v_src, stride_vs, stride_vd, cols, offs_d, seqlen_k,
                                        HEAD_DIM, MASKED))
         else:
-            v = load_block(v_src, stride_vs, b, hk, n, offs_n, offs_d, seqlen_k, HEAD_DIM,
-                           MASKED, USE_DESC, BLOCK_N, BLOCK_D)
+            v = load_block(v_src, stride_vs, b, hk, n, cols, offs_d, seqlen_k, HEAD_DIM,
+                           MASKED, LOADS, BLOCK_N, BLOCK_D)
         # 2. scores of this tile in log2 units                         # [BLOCK_M, BLOCK_N]
         qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)
         s, _ = score_tile(qk, rows[:, None], cols[None, :], diag_offset, score_mul, cap_mul,
@@ -108,9 +109,9 @@ def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed, Descale,
                 HEAD_DIM: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
                 HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                USE_DESC: tl.constexpr, IS_FP8: tl.constexpr, V_T: tl.constexpr,
+                LOADS: tl.constexpr, IS_FP8: tl.constexpr, V_T: tl.constexpr,
                 PV_16BIT: tl.constexpr):
-    """Q, K, V, Out are pointers, or (B, S, H, D) tensor descriptors when USE_DESC
+    """Q, K, V, Out are pointers, or (B, S, H, D) tensor descriptors when LOADS == LOAD_DESC
     (dense inputs only: a descriptor's zero fill stops at S, not at an item's end).
 
     IS_FP8: e4m3 Q, K, V; V_T: V transposed (stride_vd between head-dim rows, keys
@@ -127,18 +128,17 @@ def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed, Descale,
     if m0 >= sq:  # varlen: this item has fewer queries than max_seqlen_q
         return
 
-    offs_m = tl.arange(0, BLOCK_M)
-    rows = m0 + offs_m  # [BLOCK_M] query indices within the item
+    rows = m0 + tl.arange(0, BLOCK_M)  # [BLOCK_M] query indices within the item
     offs_d = tl.arange(0, BLOCK_D)
     b64 = b.to(tl.int64)
-    if USE_DESC:
+    if LOADS == LOAD_DESC:
         k_src = K
         v_src = V
     else:
         k_src = K + b64 * stride_kb + k_start * stride_ks + hk * stride_kh
         v_src = V + b64 * stride_vb + k_start * stride_vs + hk * stride_vh
         Q = Q + b64 * stride_qb + q_start * stride_qs + h * stride_qh
-    q = load_block(Q, stride_qs, b, h, m0, offs_m, offs_d, sq, HEAD_DIM, True, USE_DESC,
+    q = load_block(Q, stride_qs, b, h, m0, rows, offs_d, sq, HEAD_DIM, True, LOADS,
                    BLOCK_M, BLOCK_D)  # [BLOCK_M, BLOCK_D]
 
     alibi_mul, seed = head_scalars(Alibi, stride_ab, stride_ah, b, h, Seed, HAS_ALIBI,
@@ -159,17 +159,17 @@ def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed, Descale,
         acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, b, hk, rows,
         n_begin, n_full_lo, sq, sk, window_left, window_right, score_mul,
         cap_mul, alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D, True,
-        HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, USE_DESC, V_T, PV_16BIT)
+        HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS, V_T, PV_16BIT)
     acc, l_i, m_i = _fwd_inner(
         acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, b, hk, rows,
         n_full_lo, n_full_hi, sq, sk, window_left, window_right, score_mul,
         cap_mul, alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D, False,
-        HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, USE_DESC, V_T, PV_16BIT)
+        HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS, V_T, PV_16BIT)
     acc, l_i, m_i = _fwd_inner(
         acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, b, hk, rows,
         n_full_hi, n_end, sq, sk, window_left, window_right, score_mul,
         cap_mul, alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D, True,
-        HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, USE_DESC, V_T, PV_16BIT)
+        HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS, V_T, PV_16BIT)
 
     # Epilogue: normalise once; rows that saw no key get out = 0 and LSE = -inf.
     empty = l_i == 0.0
@@ -180,11 +180,11 @@ def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed, Descale,
         inv_l = inv_l * tl.load(descale + 2 * stride_desc)
     out = acc * inv_l[:, None]
     lse = tl.where(empty, float("-inf"), (m_i + tl.log2(tl.where(empty, 1.0, l_i))) * LN2)
-    if USE_DESC:  # the copy engine clips the box at S and D
+    if LOADS == LOAD_DESC:  # the copy engine clips the box at S and D
         Out.store([b, m0, h, 0], out.to(Out.dtype).reshape(1, BLOCK_M, 1, BLOCK_D))
     else:
         o_base = Out + b64 * stride_ob + q_start * stride_os + h * stride_oh
-        store_tile(o_base, stride_os, m0, offs_m, offs_d, sq, out, HEAD_DIM)
+        store_tile(o_base, stride_os, rows, offs_d, sq, out, HEAD_DIM, LOADS == LOAD_PTR64)
     lse_base = Lse + b64 * stride_lb + h * stride_lh + q_start
     tl.store(lse_base + rows, lse, mask=rows < sq)
 
@@ -211,14 +211,13 @@ def _probs_kernel(Q, K, Lse, Probs, CuSeqQ, CuSeqK, Alibi, Seed,
     m0 = pid_m * BLOCK_M
     if m0 >= sq:
         return
-    offs_m = tl.arange(0, BLOCK_M)
-    rows = m0 + offs_m
+    rows = m0 + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     b64 = b.to(tl.int64)
     q_base = Q + b64 * stride_qb + q_start * stride_qs + h * stride_qh
     k_base = K + b64 * stride_kb + k_start * stride_ks + hk * stride_kh
-    q = load_tile(q_base, stride_qs, m0, offs_m, offs_d, sq, HEAD_DIM, True)
+    q = load_tile(q_base, stride_qs, rows, offs_d, sq, HEAD_DIM, True, True)
     lse = tl.load(Lse + b64 * stride_lb + h * stride_lh + q_start + rows, mask=rows < sq,
                   other=float("-inf"))
     lse2 = tl.where(lse == float("-inf"), float("inf"), lse * LOG2E)  # exp2(s - inf) = 0
@@ -227,7 +226,7 @@ def _probs_kernel(Q, K, Lse, Probs, CuSeqQ, CuSeqK, Alibi, Seed,
     p_base = Probs + bh.to(tl.int64) * stride_pbh
     for n in range(0, sk, BLOCK_N):
         cols = n + offs_n
-        k = load_tile(k_base, stride_ks, n, offs_n, offs_d, sk, HEAD_DIM, True)
+        k = load_tile(k_base, stride_ks, cols, offs_d, sk, HEAD_DIM, True, True)
         qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # [BLOCK_M, BLOCK_N]
         s, _ = score_tile(qk, rows[:, None], cols[None, :], sk - sq, score_mul, cap_mul,
                           alibi_mul, HAS_SOFTCAP, HAS_ALIBI)
@@ -311,7 +310,9 @@ def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
     use_desc = (cfg.tma and not varlen and not v_t and descriptor_ok(*srcs)
                 and descriptors_pay(batch, num_heads, seqlen_q, seqlen_k, head_dim,
                                     window_right == 0))
+    loads = pointer_mode(max(max_seqlen_q, max_seqlen_k), *srcs)
     if use_desc:
+        loads = LOAD_DESC.value
         srcs = tuple(make_descriptor(x, cfg.block_m if x is q or x is out else cfg.block_n,
                                      flags["BLOCK_D"]) for x in srcs)
     if grid[0] > 0 and grid[1] > 0:
@@ -319,7 +320,7 @@ def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
             *srcs, lse, cu_q, cu_k, alibi, seed_t, descale,
             *seq_strides(q, varlen), *seq_strides(k, varlen), *seq_strides(v, varlen),
             *seq_strides(out, varlen), stride_lb, stride_lh, stride_ab, stride_ah, stride_vd,
-            batch * kv_heads, **shared, **flags, USE_DESC=use_desc, IS_FP8=is_fp8, V_T=v_t,
+            batch * kv_heads, **shared, **flags, LOADS=loads, IS_FP8=is_fp8, V_T=v_t,
             PV_16BIT=is_fp8 and FP8_PV_16BIT,
             num_warps=cfg.num_warps,
             num_stages=cfg.num_stages)
