@@ -260,10 +260,10 @@ def descriptor_ok(*tensors: torch.Tensor) -> bool:
 
 
 # Host-side descriptors cost ~55 us per launch on the H200 host (four TensorDescriptors
-# built and encoded; NOTES.md session 3, 8) and TMA saves ~15% of kernel time, so pointer
-# loads are kept for launches under ~0.3 ms of work (1.5e11 flops at ~500 TFLOP/s), which
-# are host-bound anyway.
-TMA_MIN_FLOPS = 1.5e11
+# built, validated and encoded; NOTES.md session 3, 8). Below ~2e10 flops (~0.1 ms on
+# the GPU) a launch is host-bound and pointer loads win; above it the GPU is the
+# bottleneck and TMA's 10-20% counts (a 1.5e11 threshold cost 16% at d128, 1k tokens).
+TMA_MIN_FLOPS = 2e10
 
 
 def descriptors_pay(batch: int, heads: int, seqlen_q: int, seqlen_k: int, head_dim: int,
@@ -276,10 +276,16 @@ def descriptors_pay(batch: int, heads: int, seqlen_q: int, seqlen_k: int, head_d
 
 def make_descriptor(x: torch.Tensor, block_rows: int, block_d: int):
     """A (B, S, H, D) descriptor that moves [1, block_rows, 1, block_d] boxes, or a
-    (rows, H, D) one that moves [block_rows, 1, block_d] boxes."""
+    (rows, H, D) one that moves [block_rows, 1, block_d] boxes.
+
+    Built without TensorDescriptor's __post_init__: it only re-checks what
+    `descriptor_ok` established (alignment, strides, power-of-two box), and in Python
+    that costs ~8 us per descriptor, four per launch (Triton 3.6's dataclass)."""
     from triton.tools.tensor_descriptor import TensorDescriptor
-    box = [1, block_rows, 1, block_d] if x.dim() == 4 else [block_rows, 1, block_d]
-    return TensorDescriptor(x, list(x.shape), list(x.stride()), box)
+    desc = TensorDescriptor.__new__(TensorDescriptor)
+    desc.base, desc.shape, desc.strides, desc.padding = x, list(x.shape), list(x.stride()), "zero"
+    desc.block_shape = [1, block_rows, 1, block_d] if x.dim() == 4 else [block_rows, 1, block_d]
+    return desc
 
 
 def dot_precision(dtype: torch.dtype, fp32_precision: str) -> str:
