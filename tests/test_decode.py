@@ -126,8 +126,8 @@ MASKS = [
 
 def run_case(Sq, Sk, rotary_fraction, paged, new_kv, num_splits, *, mask, leftpad,
              batch_idx, interleaved, dtype=torch.float16, D=32, H=6, Hk=2, B=3, page=16,
-             seed=0, starved=False):
-    """One flash_attn_with_kvcache call on the Triton backend against the reference.
+             seed=0, starved=False, backend="triton"):
+    """One flash_attn_with_kvcache call on `backend` against the reference.
 
     Sk is the cache capacity in keys; each sequence gets a random number of keys
     already in it (the last one a full cache after the append) and, with new_kv,
@@ -189,7 +189,7 @@ def run_case(Sq, Sk, rotary_fraction, paged, new_kv, num_splits, *, mask, leftpa
     # fp32 cases are checked against an fp32 baseline, so they need full fp32 dots
     # (on a GPU the default TF32 is coarser than the baseline; the interpreter is exact).
     precision = _ieee() if dtype == torch.float32 else contextlib.nullcontext()
-    with flashtile.use_backend("triton"), precision:
+    with flashtile.use_backend(backend), precision:
         out, lse = flashtile.flash_attn_with_kvcache(
             q, k_cache, v_cache, k_new if new else None, v_new if new else None,
             rotary_cos=cos, rotary_sin=sin,
@@ -516,3 +516,25 @@ def test_kvcache_grid_gpu(shape, rotary_fraction, paged, new_kv):
                  batch_idx=not paged and index % 2 == 0, interleaved=index % 2 == 1,
                  dtype=torch.bfloat16, D=128, H=8, Hk=2, B=3,
                  page=(16, 256)[index % 2], seed=index, starved=index % 4 == 0)
+
+
+# flash_attn's kvcache grid on the PyTorch path (what runs on a CPU without the
+# interpreter): every (Sq, Sk) of the issue, rotary fractions, paged or not, new k/v or
+# none, both num_splits settings; the two long caches with one rotary fraction each.
+TORCH_GRID = [
+    pytest.param(sq, sk, rf, paged, new_kv, id=f"sq{sq}-sk{sk}-rot{rf}-"
+                 f"{'paged' if paged else 'dense'}-{'new' if new_kv else 'nonew'}")
+    for (sq, sk) in [(1, 128), (1, 339), (3, 1024), (64, 800), (16, 20000), (1, 131072)]
+    for rf in ([0.0, 0.5, 1.0] if sk <= 1024 else [0.5])
+    for paged in (False, True) for new_kv in (True, False)]
+
+
+@pytest.mark.parametrize("Sq,Sk,rotary_fraction,paged,new_kv", TORCH_GRID)
+def test_kvcache_grid_torch_path(Sq, Sk, rotary_fraction, paged, new_kv):
+    index = 7 * Sk + 3 * Sq + int(10 * rotary_fraction) + 2 * paged + new_kv
+    for num_splits in (0, 1):
+        run_case(Sq, Sk, rotary_fraction, paged, new_kv, num_splits,
+                 mask=MASKS[index % len(MASKS)], leftpad=index % 3 == 1,
+                 batch_idx=not paged and index % 2 == 0, interleaved=index % 2 == 1,
+                 B=2, page=(16, 48)[index % 2], seed=index, starved=index % 4 == 0,
+                 backend="torch")
