@@ -205,3 +205,33 @@ def test_row_offsets_beyond_int32(d):
     bases = torch.autograd.grad(base, low, dout)
     for name, a, r, b in zip(("dq", "dk", "dv"), ours, refs, bases):
         assert_close_rule(a, r, b, d, 3.0, name)
+
+
+@pytest.mark.parametrize("d", [64, 256])
+def test_head_offsets_beyond_int32(d):
+    """Head index x head stride > 2^31 elements (views of (B, H, S, D) tensors with
+    H * S * D > 2^31): q's second head starts 2^31 + 256 elements into a 4.3 GB buffer
+    (GQA 2:1), so the kernels' base offsets must be 64-bit. Output and gradients
+    against float64 (2x / 3x rule). Added in session 4; not yet run on a GPU."""
+    from accuracy import assert_close_rule
+    from flashtile.reference import attention_ref
+
+    seqlen, head_stride = 300, (1 << 31) + 256
+    store = torch.zeros(head_stride + seqlen * d, device="cuda", dtype=torch.bfloat16)
+    q = store.as_strided((1, seqlen, 2, d), (0, d, head_stride, 1))
+    q.copy_(torch.randn(1, seqlen, 2, d, device="cuda"))
+    q.requires_grad_()
+    k, v = (torch.randn(1, 257, 1, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+            for _ in range(2))
+    out = flashtile.flash_attn_func(q, k, v, causal=True)
+    dout = torch.randn_like(out)
+    ours = torch.autograd.grad(out, (q, k, v), dout)
+    hi = [x.detach().double().requires_grad_() for x in (q, k, v)]
+    low = [x.detach().clone().requires_grad_() for x in (q, k, v)]
+    ref, base = attention_ref(*hi, causal=True)[0], attention_ref(*low, causal=True,
+                                                                   upcast=False)[0]
+    assert_close_rule(out, ref, base, d, 2.0, "out")
+    refs = torch.autograd.grad(ref, hi, dout.double())
+    bases = torch.autograd.grad(base, low, dout)
+    for name, a, r, b in zip(("dq", "dk", "dv"), ours, refs, bases):
+        assert_close_rule(a, r, b, d, 3.0, name)

@@ -315,6 +315,21 @@ def test_int64_row_offsets(monkeypatch):
     assert common.pointer_mode(2**28, torch.empty(1, 1, 2, 8)) == common.LOAD_PTR64.value
 
 
+def test_int64_rows_never_mix_with_descriptors(monkeypatch):
+    """Descriptor launches store dQ/dK/dV through 32-bit pointer rows, so a 64-bit span
+    must keep the whole backward on pointers (a dQ store overflowed on an H200 at
+    Sq * H * D > 2^31 when the dQ kernel took descriptors)."""
+    from flashtile.kernels import backward, common
+
+    def no_descriptors(*a, **k):
+        raise AssertionError("descriptor built for a 64-bit span")
+    monkeypatch.setattr(backward, "pointer_mode", lambda *a: common.LOAD_PTR64.value)
+    monkeypatch.setattr(backward, "make_descriptor", no_descriptors)
+    q, k, v, dout = make_qkv(1, 40, 40, 2, 2, 64, torch.float16)  # descriptor-eligible
+    out, lse, grads = end_to_end(q, k, v, dout, causal=True)
+    check_all(q, k, v, dout, out, lse, grads, causal=True)
+
+
 @pytest.mark.parametrize("window,shape", [
     ((0, 0), (37, 10)),  # Sq > Sk: the first 27 rows see no key at all
     ((-1, 0), (64, 29)),  # causal, Sq > Sk

@@ -41,9 +41,9 @@ def _bwd_preprocess(Out, DOut, Delta, CuSeqQ,
     offs_d = tl.arange(0, BLOCK_D)
     mask = (rows[:, None] < sq) & (offs_d[None, :] < HEAD_DIM)
     b64 = b.to(tl.int64)
-    o = tl.load(Out + b64 * stride_ob + q_start * stride_os + h * stride_oh
+    o = tl.load(Out + b64 * stride_ob + q_start * stride_os + h.to(tl.int64) * stride_oh
                 + rows[:, None].to(tl.int64) * stride_os + offs_d[None, :], mask=mask, other=0.0)
-    do = tl.load(DOut + b64 * stride_db + q_start * stride_ds + h * stride_dh
+    do = tl.load(DOut + b64 * stride_db + q_start * stride_ds + h.to(tl.int64) * stride_dh
                  + rows[:, None].to(tl.int64) * stride_ds + offs_d[None, :], mask=mask,
                  other=0.0)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)  # [BLOCK_M]
@@ -153,8 +153,8 @@ def _bwd_dkdv_kernel(Q, K, V, DOut, Lse, Delta, DK, DV, DQAcc, CuSeqQ, CuSeqK, A
     offs_d = tl.arange(0, BLOCK_D)
     b64 = b.to(tl.int64)
     if LOADS != LOAD_DESC:
-        K = K + b64 * stride_kb + k_start * stride_ks + hk * stride_kh
-        V = V + b64 * stride_vb + k_start * stride_vs + hk * stride_vh
+        K = K + b64 * stride_kb + k_start * stride_ks + hk.to(tl.int64) * stride_kh
+        V = V + b64 * stride_vb + k_start * stride_vs + hk.to(tl.int64) * stride_vh
     k = load_block(K, stride_ks, b, hk, n0, cols, offs_d, sk, HEAD_DIM, True, LOADS,
                    BLOCK_N, BLOCK_D)  # [BLOCK_N, BLOCK_D]
     v = load_block(V, stride_vs, b, hk, n0, cols, offs_d, sk, HEAD_DIM, True, LOADS,
@@ -179,8 +179,8 @@ def _bwd_dkdv_kernel(Q, K, V, DOut, Lse, Delta, DK, DV, DQAcc, CuSeqQ, CuSeqK, A
             q_src = Q
             do_src = DOut
         else:
-            q_src = Q + b64 * stride_qb + q_start * stride_qs + h * stride_qh
-            do_src = DOut + b64 * stride_db + q_start * stride_ds + h * stride_dh
+            q_src = Q + b64 * stride_qb + q_start * stride_qs + h.to(tl.int64) * stride_qh
+            do_src = DOut + b64 * stride_db + q_start * stride_ds + h.to(tl.int64) * stride_dh
         lse_off = b64 * stride_lb + h * stride_lh + q_start
         alibi_mul = 0.0
         if HAS_ALIBI:
@@ -206,10 +206,11 @@ def _bwd_dkdv_kernel(Q, K, V, DOut, Lse, Delta, DK, DV, DQAcc, CuSeqQ, CuSeqK, A
 
     # dS was taken w.r.t. the scaled score: the softmax scale is applied once here.
     dk = dk * grad_scale
-    store_tile(DK + b64 * stride_dkb + k_start * stride_dks + hk * stride_dkh, stride_dks, cols,
-               offs_d, sk, dk, HEAD_DIM, LOADS == LOAD_PTR64)
-    store_tile(DV + b64 * stride_dvb + k_start * stride_dvs + hk * stride_dvh, stride_dvs, cols,
-               offs_d, sk, dv, HEAD_DIM, LOADS == LOAD_PTR64)
+    hk64 = hk.to(tl.int64)
+    store_tile(DK + b64 * stride_dkb + k_start * stride_dks + hk64 * stride_dkh, stride_dks,
+               cols, offs_d, sk, dk, HEAD_DIM, LOADS == LOAD_PTR64)
+    store_tile(DV + b64 * stride_dvb + k_start * stride_dvs + hk64 * stride_dvh, stride_dvs,
+               cols, offs_d, sk, dv, HEAD_DIM, LOADS == LOAD_PTR64)
 
 
 @triton.jit
@@ -275,10 +276,10 @@ def _bwd_dq_kernel(Q, K, V, DOut, Lse, Delta, DQ, CuSeqQ, CuSeqK, Alibi, Seed,
     offs_d = tl.arange(0, BLOCK_D)
     b64 = b.to(tl.int64)
     if LOADS != LOAD_DESC:
-        Q = Q + b64 * stride_qb + q_start * stride_qs + h * stride_qh
-        DOut = DOut + b64 * stride_db + q_start * stride_ds + h * stride_dh
-        K = K + b64 * stride_kb + k_start * stride_ks + hk * stride_kh
-        V = V + b64 * stride_vb + k_start * stride_vs + hk * stride_vh
+        Q = Q + b64 * stride_qb + q_start * stride_qs + h.to(tl.int64) * stride_qh
+        DOut = DOut + b64 * stride_db + q_start * stride_ds + h.to(tl.int64) * stride_dh
+        K = K + b64 * stride_kb + k_start * stride_ks + hk.to(tl.int64) * stride_kh
+        V = V + b64 * stride_vb + k_start * stride_vs + hk.to(tl.int64) * stride_vh
     q = load_block(Q, stride_qs, b, h, m0, rows, offs_d, sq, HEAD_DIM, True, LOADS,
                    BLOCK_M, BLOCK_D)  # [BLOCK_M, BLOCK_D]
     do = load_block(DOut, stride_ds, b, h, m0, rows, offs_d, sq, HEAD_DIM, True, LOADS,
@@ -305,8 +306,8 @@ def _bwd_dq_kernel(Q, K, V, DOut, Lse, Delta, DQ, CuSeqQ, CuSeqK, Alibi, Seed,
                    alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D,
                    True, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS)
     dq = dq * grad_scale
-    store_tile(DQ + b64 * stride_dqb + q_start * stride_dqs + h * stride_dqh, stride_dqs, rows,
-               offs_d, sq, dq, HEAD_DIM, LOADS == LOAD_PTR64)
+    store_tile(DQ + b64 * stride_dqb + q_start * stride_dqs + h.to(tl.int64) * stride_dqh,
+               stride_dqs, rows, offs_d, sq, dq, HEAD_DIM, LOADS == LOAD_PTR64)
 
 
 # Experiment switches for benchmarks/bwd_variants.py: fuse dQ into the dK/dV kernel
@@ -382,7 +383,9 @@ def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, m
     pointers = pointer_mode(max(max_seqlen_q, max_seqlen_k), q, k, v, dout, dq, dk, dv)
 
     def sources(cfg):  # (q, k, v, dout) as pointers or descriptors, and the LOADS mode
-        if not (cfg.tma and dense_ok):
+        # dQ/dK/dV are stored through pointers whatever the loads: spans past 2^31 keep
+        # the 64-bit pointer path for the whole kernel.
+        if not (cfg.tma and dense_ok) or pointers == LOAD_PTR64.value:
             return (q, k, v, dout), pointers
         return (make_descriptor(q, cfg.block_m, block_d), make_descriptor(k, cfg.block_n, block_d),
                 make_descriptor(v, cfg.block_n, block_d),

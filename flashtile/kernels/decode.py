@@ -175,12 +175,12 @@ def _decode_kernel(Q, K, V, Out, Lse, OPart, LPart, SeqlensK, LeftPad, BatchIdx,
         cache_row = b64
         if HAS_BATCH_IDX:
             cache_row = tl.load(BatchIdx + b).to(tl.int64)
-        k_base = K + cache_row * stride_kb + hk * stride_kh
-        v_base = V + cache_row * stride_vb + hk * stride_vh
+        k_base = K + cache_row * stride_kb + hk.to(tl.int64) * stride_kh
+        v_base = V + cache_row * stride_vb + hk.to(tl.int64) * stride_vh
     else:
         bt_row = BlockTable + b64 * stride_btb
-        k_base = K + hk * stride_kh
-        v_base = V + hk * stride_vh
+        k_base = K + hk.to(tl.int64) * stride_kh
+        v_base = V + hk.to(tl.int64) * stride_vh
 
     # Band of local keys these rows can see (bottom-right aligned), and the part of
     # it every row sees; then in absolute cache positions.

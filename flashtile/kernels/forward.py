@@ -135,9 +135,9 @@ def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed, Descale,
         k_src = K
         v_src = V
     else:
-        k_src = K + b64 * stride_kb + k_start * stride_ks + hk * stride_kh
-        v_src = V + b64 * stride_vb + k_start * stride_vs + hk * stride_vh
-        Q = Q + b64 * stride_qb + q_start * stride_qs + h * stride_qh
+        k_src = K + b64 * stride_kb + k_start * stride_ks + hk.to(tl.int64) * stride_kh
+        v_src = V + b64 * stride_vb + k_start * stride_vs + hk.to(tl.int64) * stride_vh
+        Q = Q + b64 * stride_qb + q_start * stride_qs + h.to(tl.int64) * stride_qh
     q = load_block(Q, stride_qs, b, h, m0, rows, offs_d, sq, HEAD_DIM, True, LOADS,
                    BLOCK_M, BLOCK_D)  # [BLOCK_M, BLOCK_D]
 
@@ -183,7 +183,7 @@ def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed, Descale,
     if LOADS == LOAD_DESC:  # the copy engine clips the box at S and D
         Out.store([b, m0, h, 0], out.to(Out.dtype).reshape(1, BLOCK_M, 1, BLOCK_D))
     else:
-        o_base = Out + b64 * stride_ob + q_start * stride_os + h * stride_oh
+        o_base = Out + b64 * stride_ob + q_start * stride_os + h.to(tl.int64) * stride_oh
         store_tile(o_base, stride_os, rows, offs_d, sq, out, HEAD_DIM, LOADS == LOAD_PTR64)
     lse_base = Lse + b64 * stride_lb + h * stride_lh + q_start
     tl.store(lse_base + rows, lse, mask=rows < sq)
@@ -215,8 +215,8 @@ def _probs_kernel(Q, K, Lse, Probs, CuSeqQ, CuSeqK, Alibi, Seed,
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     b64 = b.to(tl.int64)
-    q_base = Q + b64 * stride_qb + q_start * stride_qs + h * stride_qh
-    k_base = K + b64 * stride_kb + k_start * stride_ks + hk * stride_kh
+    q_base = Q + b64 * stride_qb + q_start * stride_qs + h.to(tl.int64) * stride_qh
+    k_base = K + b64 * stride_kb + k_start * stride_ks + hk.to(tl.int64) * stride_kh
     q = load_tile(q_base, stride_qs, rows, offs_d, sq, HEAD_DIM, True, True)
     lse = tl.load(Lse + b64 * stride_lb + h * stride_lh + q_start + rows, mask=rows < sq,
                   other=float("-inf"))
