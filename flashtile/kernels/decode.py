@@ -471,12 +471,13 @@ def decode_attention(q, k_cache, v_cache, cache_seqlens, *, cache_leftpad=None,
         BLOCK_N=cfg.block_n, BLOCK_D=padded_head_dim(head_dim),
         num_warps=cfg.num_warps, num_stages=_stages(cfg.num_stages, paged))
     if split:
-        split_block = min(1 << (num_splits - 1).bit_length(), 16 if interpreter_active() else 64)
+        interpreted = interpreter_active()
+        split_block = min(1 << (num_splits - 1).bit_length(), 16 if interpreted else 64)
         _merge_kernel[(rows, batch * kv_heads)](
             o_part, l_part, out, lse, out.stride(0), out.stride(1), out.stride(2),
             lse.stride(0), lse.stride(1), kv_heads, num_splits,
             GROUP=group, HEAD_DIM=head_dim, SPLIT_BLOCK=split_block,
-            BLOCK_D=padded_head_dim(head_dim), num_warps=1 if interpreter_active() else 4)
+            BLOCK_D=padded_head_dim(head_dim), num_warps=1 if interpreted else 4)
     if return_partials:
         return out, lse, ((o_part, l_part) if split else None)
     return out, lse
