@@ -178,21 +178,16 @@ def test_compile_fullgraph_and_opcheck():
     torch.library.opcheck(autograd.attention_forward, args)
 
 
-@pytest.mark.parametrize("d", [64, 256])
-def test_row_offsets_beyond_int32(d):
-    """Row index x row stride > 2^31 elements (e.g. packed qkv at 175k+ tokens): the
-    pointer paths must use 64-bit offsets. q's rows sit 2^21 elements apart in a
-    4.6 GB buffer; output and all three gradients against float64 (2x / 3x rule)."""
+def _check_strided_q(q, seqlen_k):
+    """Causal attention of a strided bf16 q (filled in place) against fresh (1, seqlen_k,
+    1, D) k and v: output and all three gradients against float64 (2x / 3x rule)."""
     from accuracy import assert_close_rule
     from flashtile.reference import attention_ref
 
-    seqlen, stride = 1100, 1 << 21
-    store = torch.zeros((seqlen - 1) * stride + d, device="cuda", dtype=torch.bfloat16)
-    q = store.as_strided((1, seqlen, 1, d), (0, stride, d, 1))
-    q.copy_(torch.randn(1, seqlen, 1, d, device="cuda"))
+    d = q.shape[-1]
     q.requires_grad_()
-    k, v = (torch.randn(1, 300, 1, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-            for _ in range(2))
+    k, v = (torch.randn(1, seqlen_k, 1, d, device="cuda", dtype=torch.bfloat16,
+                        requires_grad=True) for _ in range(2))
     out = flashtile.flash_attn_func(q, k, v, causal=True)
     dout = torch.randn_like(out)
     ours = torch.autograd.grad(out, (q, k, v), dout)
@@ -205,6 +200,18 @@ def test_row_offsets_beyond_int32(d):
     bases = torch.autograd.grad(base, low, dout)
     for name, a, r, b in zip(("dq", "dk", "dv"), ours, refs, bases):
         assert_close_rule(a, r, b, d, 3.0, name)
+
+
+@pytest.mark.parametrize("d", [64, 256])
+def test_row_offsets_beyond_int32(d):
+    """Row index x row stride > 2^31 elements (e.g. packed qkv at 175k+ tokens): the
+    pointer paths must use 64-bit offsets. q's rows sit 2^21 elements apart in a
+    4.6 GB buffer; output and all three gradients against float64 (2x / 3x rule)."""
+    seqlen, stride = 1100, 1 << 21
+    store = torch.zeros((seqlen - 1) * stride + d, device="cuda", dtype=torch.bfloat16)
+    q = store.as_strided((1, seqlen, 1, d), (0, stride, d, 1))
+    q.copy_(torch.randn(1, seqlen, 1, d, device="cuda"))
+    _check_strided_q(q, 300)
 
 
 @pytest.mark.parametrize("d", [64, 256])
@@ -213,25 +220,8 @@ def test_head_offsets_beyond_int32(d):
     H * S * D > 2^31): q's second head starts 2^31 + 256 elements into a 4.3 GB buffer
     (GQA 2:1), so the kernels' base offsets must be 64-bit. Output and gradients
     against float64 (2x / 3x rule). Added in session 4; not yet run on a GPU."""
-    from accuracy import assert_close_rule
-    from flashtile.reference import attention_ref
-
     seqlen, head_stride = 300, (1 << 31) + 256
     store = torch.zeros(head_stride + seqlen * d, device="cuda", dtype=torch.bfloat16)
     q = store.as_strided((1, seqlen, 2, d), (0, d, head_stride, 1))
     q.copy_(torch.randn(1, seqlen, 2, d, device="cuda"))
-    q.requires_grad_()
-    k, v = (torch.randn(1, 257, 1, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-            for _ in range(2))
-    out = flashtile.flash_attn_func(q, k, v, causal=True)
-    dout = torch.randn_like(out)
-    ours = torch.autograd.grad(out, (q, k, v), dout)
-    hi = [x.detach().double().requires_grad_() for x in (q, k, v)]
-    low = [x.detach().clone().requires_grad_() for x in (q, k, v)]
-    ref, base = attention_ref(*hi, causal=True)[0], attention_ref(*low, causal=True,
-                                                                   upcast=False)[0]
-    assert_close_rule(out, ref, base, d, 2.0, "out")
-    refs = torch.autograd.grad(ref, hi, dout.double())
-    bases = torch.autograd.grad(base, low, dout)
-    for name, a, r, b in zip(("dq", "dk", "dv"), ours, refs, bases):
-        assert_close_rule(a, r, b, d, 3.0, name)
+    _check_strided_q(q, 257)
