@@ -7,6 +7,7 @@ Device side (``@triton.jit``):
 * `dropout_keep`    Philox keep mask, reproducible between forward and backward
 * `band_bounds`     which tiles of the other axis a tile must visit, split into
                     boundary tiles (need masking) and interior tiles (do not)
+* `tile_span`       a tile loop's bounds with its start provably a multiple of BLOCK
 * `tanh_exp2`       tanh written with exp2 (no libdevice needed)
 * `load_tile`       a [rows, BLOCK_D] tile of Q, K, V or dO, masked at the edges
 * `store_tile`      its mirror for O, dQ, dK, dV (cast to the output's dtype)
@@ -216,6 +217,18 @@ def band_bounds(a_first, a_last, len_b, lo_shift, hi_shift, BLOCK: tl.constexpr)
     full_lo = tl.maximum(tl.minimum(tl.cdiv(full_lo, BLOCK) * BLOCK, end), begin)
     full_hi = tl.maximum((full_hi // BLOCK) * BLOCK, full_lo)
     return begin, full_lo, full_hi, end
+
+
+@triton.jit
+def tile_span(start, stop, BLOCK: tl.constexpr):
+    """Bounds of `range(start, stop, BLOCK)` with a start the compiler can prove is a
+    multiple of BLOCK. `band_bounds` starts every non-empty span on a tile boundary,
+    but through min/max the compiler only knows "divisible by 1"; then loads that are
+    contiguous along the tile axis (FP8's transposed V, LSE rows) fall back to one
+    element per instruction and are not pipelined (1-byte loads: NOTES.md session 5).
+    An empty span stays empty."""
+    first = (start // BLOCK) * BLOCK  # start >= 0
+    return first, tl.where(start < stop, stop, first)
 
 
 # ----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import triton.language as tl
 from .common import (LN2, LOAD_DESC, LOAD_PTR64, LOG2E, band_bounds, descriptor_ok,
                      descriptors_pay, dot_precision, dropout_keep, head_scalars, launch_scalars,
                      load_block, load_tile, make_descriptor, pointer_mode, score_tile, seq_strides,
-                     store_tile, visible_mask)
+                     store_tile, tile_span, visible_mask)
 from .config import cdiv, get_config, padded_head_dim
 
 
@@ -60,7 +60,8 @@ def _fwd_inner(acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, 
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     diag_offset = seqlen_k - seqlen_q
-    for n in range(n_start, n_stop, BLOCK_N):
+    n_first, n_last = tile_span(n_start, n_stop, BLOCK_N)
+    for n in range(n_first, n_last, BLOCK_N):
         cols = n + offs_n  # [BLOCK_N] key indices
         # 1. load the K and V tiles                                   # [BLOCK_N, BLOCK_D]
         k = load_block(k_src, stride_ks, b, hk, n, cols, offs_d, seqlen_k, HEAD_DIM, MASKED,

@@ -1,0 +1,163 @@
+"""Compile flashtile's kernels for Hopper (sm_90a) on a machine without a GPU, and count
+what the loop body turns into: no device time spent to read TTGIR, PTX and ptxas's
+register / spill report.
+
+    python3 benchmarks/offline_compile.py fwd --dtype fp8 --head-dim 128 --dump /tmp/k
+
+Runs the real launcher (`forward.attention_forward`) on CPU tensors with Triton's
+driver replaced by a stub that reports an sm_90 target, catches the launch in
+Triton's JIT cache hook (exact signature, constexprs, specialisation attributes and
+options), compiles that for sm_90a and prints the counts. Config overrides
+(--block-m ...) patch the config table first, as fwd_variants.py does on the GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+import triton
+from triton import knobs
+from triton.backends.compiler import GPUTarget
+from triton.runtime import driver
+
+from flashtile.kernels import config, forward
+
+TARGET = GPUTarget("cuda", 90, 32)
+
+
+class _StubDriver:
+    """Enough of Triton's CUDA driver for the JIT to bind arguments without a GPU."""
+
+    def get_current_target(self):
+        return TARGET
+
+    def get_current_device(self):
+        return 0
+
+    def get_current_stream(self, device=None):
+        return 0
+
+    def get_active_torch_device(self):
+        return torch.device("cpu")
+
+
+def capture_launch(launch):
+    """Run `launch()`; return [(kernel, signature, constexprs, options, attrs)] it asked for."""
+    caught = []
+
+    def hook(*args, **kwargs):
+        comp = kwargs["compile"]
+        caught.append((kwargs["fn"].jit_function, comp["signature"], comp["constants"],
+                       comp["configs"][0], options_of(kwargs["key"], comp)))
+        return True  # skip compiling and launching
+
+    old_hook = knobs.runtime.jit_cache_hook
+    driver.set_active(_StubDriver())  # stays: a CPU-only machine has no driver to go back to
+    knobs.runtime.jit_cache_hook = hook
+    try:
+        launch()
+    finally:
+        knobs.runtime.jit_cache_hook = old_hook
+    return caught
+
+
+def options_of(key, comp) -> dict:
+    """The compile options the launch asked for (the key's str(options) is not parseable)."""
+    return {name: comp[name] for name in ("num_warps", "num_ctas", "num_stages",
+                                           "enable_fp_fusion", "launch_cooperative_grid")}
+
+
+def compile_sm90(fn, signature, constants, attrs, options):
+    src = triton.compiler.ASTSource(fn, signature, constants, attrs)
+    return triton.compile(src, target=TARGET, options=options)
+
+
+def ptxas_report(ptx: str) -> str:
+    """ptxas -v for sm_90a: registers, spills, shared memory."""
+    ptxas = Path(triton.__file__).parent / "backends/nvidia/bin/ptxas"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "k.ptx"
+        path.write_text(ptx)
+        res = subprocess.run([str(ptxas), "-v", "--gpu-name", "sm_90a", str(path), "-o",
+                              str(Path(tmp) / "k.cubin")], capture_output=True, text=True)
+    return " ".join(line.split("info    : ")[-1] for line in res.stderr.splitlines()
+                    if "registers" in line or "spill" in line)
+
+
+TTGIR_OPS = ["ttg.convert_layout", "ttg.local_alloc", "ttg.local_load", "ttg.local_store",
+             "ttg.async_copy_global_to_local", "ttng.async_tma_copy_global_to_local",
+             "ttng.warp_group_dot ", "ttng.warp_group_dot_wait", "tt.fp_to_fp", "scf.for"]
+PTX_OPS = ["wgmma.mma_async", "wgmma.wait_group", "cvt.rn.satfinite.e4m3x2", "shfl.sync",
+           "prmt.b32", "ld.shared", "st.shared", "ldmatrix", "stmatrix", "bar.sync",
+           "cp.async.cg", "cp.async.bulk.tensor", "ex2.approx"]
+
+
+def summarise(compiled) -> list[str]:
+    ttgir, ptx = compiled.asm["ttgir"], compiled.asm["ptx"]
+    lines = [f"shared {compiled.metadata.shared} B, {ptxas_report(ptx)}"]
+    lines += [f"  ttgir {op.strip():40s} {ttgir.count(op)}" for op in TTGIR_OPS]
+    lines += [f"  ptx   {op:40s} {len(re.findall(re.escape(op), ptx))}" for op in PTX_OPS]
+    return lines
+
+
+def forward_launch(args):
+    dtype = {"fp8": torch.float8_e4m3fn, "bf16": torch.bfloat16, "fp16": torch.float16}
+    shape = (args.batch, args.seqlen, args.heads, args.head_dim)
+    q, k, v = (torch.randn(shape).to(dtype[args.dtype]) for _ in range(3))
+    descales = None
+    if args.dtype == "fp8":
+        descales = tuple(torch.ones(args.batch, args.heads) for _ in range(3))
+    return lambda: forward.attention_forward(
+        q, k, v, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=args.seqlen,
+        max_seqlen_k=args.seqlen, softmax_scale=args.head_dim ** -0.5, window_left=-1,
+        window_right=0 if args.causal else -1, softcap=0.0, alibi_slopes=None,
+        dropout_p=0.0, seed=None, return_probs=False, descales=descales)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("pass_name", choices=["fwd"])
+    ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp8"])
+    ap.add_argument("--head-dim", type=int, default=128)
+    ap.add_argument("--seqlen", type=int, default=8192)
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--heads", type=int, default=16)
+    ap.add_argument("--causal", action="store_true")
+    ap.add_argument("--config", help="block_m,block_n,warps,stages[,tma] overriding the table")
+    ap.add_argument("--set", action="append", default=[],
+                    help="forward module switch NAME=0/1 (e.g. FP8_V_TRANSPOSED=0)")
+    ap.add_argument("--dump", help="folder for the .ttgir / .ptx / .sass of each kernel")
+    args = ap.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("0", ""):
+        sys.exit("unset TRITON_INTERPRET: this compiles for the GPU")
+    for item in args.set:
+        name, val = item.split("=")
+        setattr(forward, name, bool(int(val)))
+    if args.config:
+        f = [int(x) for x in args.config.split(",")]
+        key = ("fwd", config._dtype_class(forward_dtype(args)),
+               config.padded_head_dim(args.head_dim))
+        config._GPU_TABLE[key] = config.KernelConfig(*f[:4], bool(f[4]) if len(f) > 4 else False)
+    for fn, *spec in capture_launch(forward_launch(args)):
+        compiled = compile_sm90(fn, *spec)
+        print(f"{fn.__name__}  " + "\n".join(summarise(compiled)))
+        if args.dump:
+            out = Path(args.dump)
+            out.mkdir(parents=True, exist_ok=True)
+            for ext in ("ttgir", "ptx"):
+                (out / f"{fn.__name__}.{ext}").write_text(compiled.asm[ext])
+
+
+def forward_dtype(args):
+    return {"fp8": torch.float8_e4m3fn, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+
+
+if __name__ == "__main__":
+    main()
