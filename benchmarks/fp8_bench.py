@@ -25,22 +25,24 @@ from flashtile.kernels import config, forward
 E4M3 = torch.float8_e4m3fn
 
 
-# --variants: (label, config row or None for the table's, V transposed, P.V in bf16) per
-# head dim at S = 8k, not causal. (Session 3's layout variants -- V natural, P.V in bf16,
-# TMA with V natural -- were all slower; NOTES.md.)
+# --variants: (label, config row or None for the table's, V transposed, keys permuted
+# for a shuffle-free P) per head dim at S = 8k, not causal. (Session 3's layout
+# variants -- V natural, P.V in bf16, TMA with V natural -- were all slower; NOTES.md.)
 C = config.KernelConfig
 VARIANTS = {
-    128: [("table row", None, True, False),
-          ("128x128 w8 s2", C(128, 128, 8, 2), True, False),
-          ("128x128 w8 s4", C(128, 128, 8, 4), True, False),
-          ("128x64 w8 s3", C(128, 64, 8, 3), True, False),
-          ("64x128 w4 s3", C(64, 128, 4, 3), True, False),
-          ("128x256 w8 s2", C(128, 256, 8, 2), True, False)],
-    256: [("table row", None, True, False),
-          ("128x64 w8 s3", C(128, 64, 8, 3), True, False),
-          ("128x128 w8 s2", C(128, 128, 8, 2), True, False),
-          ("64x128 w4 s2", C(64, 128, 4, 2), True, False),
-          ("64x64 w4 s3", C(64, 64, 4, 3), True, False)],
+    128: [("table row", None, True, True),
+          ("table row, keys not permuted", None, True, False),
+          ("128x128 w8 s3", C(128, 128, 8, 3), True, True),
+          ("128x128 w8 s3 TMA", C(128, 128, 8, 3, True), True, True),
+          ("64x128 w4 s3 TMA", C(64, 128, 4, 3, True), True, True),
+          ("128x128 w8 s4 TMA", C(128, 128, 8, 4, True), True, True),
+          ("128x256 w8 s2 TMA", C(128, 256, 8, 2, True), True, True)],
+    256: [("table row", None, True, True),
+          ("table row, keys not permuted", None, True, False),
+          ("128x64 w8 s3 TMA", C(128, 64, 8, 3, True), True, True),
+          ("128x128 w8 s2", C(128, 128, 8, 2), True, True),
+          ("128x128 w8 s2 TMA", C(128, 128, 8, 2, True), True, True),
+          ("64x64 w4 s3", C(64, 64, 4, 3), True, True)],
 }
 
 
@@ -59,9 +61,9 @@ def variants(out_dir):
             ref = flashtile.flash_attn_func(*bf).float()
             key = ("fwd", "fp8", d)
             saved = config._GPU_TABLE[key]
-            for label, cfg, v_t, pv16 in VARIANTS[d]:
+            for label, cfg, v_t, p_perm in VARIANTS[d]:
                 config._GPU_TABLE[key] = cfg or saved
-                forward.FP8_V_TRANSPOSED, forward.FP8_PV_16BIT = v_t, pv16
+                forward.FP8_V_TRANSPOSED, forward.FP8_P_PERM = v_t, p_perm
                 try:
                     err = (flashtile.flash_attn_func(q8, k8, v8).float() - ref).abs().max().item()
                     tf = bench.tflops(flops, bench.benchmark_ms(
@@ -71,7 +73,7 @@ def variants(out_dir):
                     print(label, "failed:", bench.describe(ex)[:300])
                 finally:
                     config._GPU_TABLE[key] = saved
-                    forward.FP8_V_TRANSPOSED, forward.FP8_PV_16BIT = True, False
+                    forward.FP8_V_TRANSPOSED, forward.FP8_P_PERM = True, True
                 results.append(dict(d=d, seqlen=seqlen, variant=label, tflops=tf,
                                     bf16_tflops=base, max_diff_vs_bf16=err))
                 rows.append([str(d), label, f"{tf:.0f}", f"{base:.0f}", f"{tf / base:.2f}",

@@ -14,6 +14,7 @@ options), compiles that for sm_90a and prints the counts. Config overrides
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import re
 import subprocess
@@ -27,7 +28,7 @@ from triton import knobs
 from triton.backends.compiler import GPUTarget
 from triton.runtime import driver
 
-from flashtile.kernels import config, forward
+from flashtile.kernels import backward, config, forward
 
 TARGET = GPUTarget("cuda", 90, 32)
 
@@ -99,6 +100,36 @@ PTX_OPS = ["wgmma.mma_async", "wgmma.wait_group", "cvt.rn.satfinite.e4m3x2", "sh
            "cp.async.cg", "cp.async.bulk.tensor", "ex2.approx"]
 
 
+def sass_loops(cubin: bytes) -> list[str]:
+    """SASS op counts of every loop body (a backward branch's [target, branch] range)."""
+    nvdisasm = Path(triton.__file__).parent / "backends/nvidia/bin/nvdisasm"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "k.cubin"
+        path.write_bytes(cubin)
+        sass = subprocess.run([str(nvdisasm), "-c", "-hex", str(path)], capture_output=True,
+                              text=True).stdout
+    instr = re.findall(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);",
+                       sass)
+    addr = [int(a, 16) for a, _, _ in instr]
+    lines = []
+    for i, (a, op, args) in enumerate(instr):
+        target = re.search(r"`\(\.L_x_(\d+)\)", args)
+        if not op.startswith("BRA") or not target:
+            continue
+        label = re.search(r"^\.L_x_%s:\s*$" % target.group(1), sass, re.M)
+        if not label:
+            continue
+        nxt = re.search(r"/\*([0-9a-f]{4,})\*/", sass[label.end():])
+        start = int(nxt.group(1), 16)
+        if start >= int(a, 16):
+            continue
+        body = [o for (x, o, _), ad in zip(instr, addr) if start <= ad <= int(a, 16)]
+        ops = collections.Counter(o.split(".")[0] for o in body)
+        lines.append(f"  loop {start:#x}-{int(a, 16):#x}: {len(body)} instr: " +
+                     ", ".join(f"{k} {v}" for k, v in ops.most_common(14)))
+    return lines
+
+
 def summarise(compiled) -> list[str]:
     ttgir, ptx = compiled.asm["ttgir"], compiled.asm["ptx"]
     lines = [f"shared {compiled.metadata.shared} B, {ptxas_report(ptx)}"]
@@ -121,9 +152,21 @@ def forward_launch(args):
         dropout_p=0.0, seed=None, return_probs=False, descales=descales)
 
 
+def backward_launch(args):
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    shape = (args.batch, args.seqlen, args.heads, args.head_dim)
+    q, k, v, out, dout = (torch.randn(shape).to(dtype) for _ in range(5))
+    lse = torch.zeros(args.batch, args.heads, args.seqlen)
+    return lambda: backward.attention_backward(
+        dout, q, k, v, out, lse, cu_seqlens_q=None, cu_seqlens_k=None,
+        max_seqlen_q=args.seqlen, max_seqlen_k=args.seqlen, softmax_scale=args.head_dim ** -0.5,
+        window_left=-1, window_right=0 if args.causal else -1, softcap=0.0, alibi_slopes=None,
+        dropout_p=0.0, seed=None)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("pass_name", choices=["fwd"])
+    ap.add_argument("pass_name", choices=["fwd", "bwd"])
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp8"])
     ap.add_argument("--head-dim", type=int, default=128)
     ap.add_argument("--seqlen", type=int, default=8192)
@@ -131,23 +174,31 @@ def main(argv=None):
     ap.add_argument("--heads", type=int, default=16)
     ap.add_argument("--causal", action="store_true")
     ap.add_argument("--config", help="block_m,block_n,warps,stages[,tma] overriding the table")
+    ap.add_argument("--table-key", help="which pass --config overrides (e.g. bwd_dkdv)")
     ap.add_argument("--set", action="append", default=[],
                     help="forward module switch NAME=0/1 (e.g. FP8_V_TRANSPOSED=0)")
+    ap.add_argument("--sass", action="store_true", help="SASS op counts per loop")
     ap.add_argument("--dump", help="folder for the .ttgir / .ptx / .sass of each kernel")
     args = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("0", ""):
         sys.exit("unset TRITON_INTERPRET: this compiles for the GPU")
     for item in args.set:
         name, val = item.split("=")
-        setattr(forward, name, bool(int(val)))
+        setattr(forward if hasattr(forward, name) else backward, name, bool(int(val)))
     if args.config:
         f = [int(x) for x in args.config.split(",")]
-        key = ("fwd", config._dtype_class(forward_dtype(args)),
+        key = (args.table_key or "fwd", config._dtype_class(forward_dtype(args)),
                config.padded_head_dim(args.head_dim))
         config._GPU_TABLE[key] = config.KernelConfig(*f[:4], bool(f[4]) if len(f) > 4 else False)
-    for fn, *spec in capture_launch(forward_launch(args)):
+    launch = forward_launch if args.pass_name == "fwd" else backward_launch
+    for fn, *spec in capture_launch(launch(args)):
         compiled = compile_sm90(fn, *spec)
         print(f"{fn.__name__}  " + "\n".join(summarise(compiled)))
+        if args.sass:
+            print("\n".join(sass_loops(compiled.asm["cubin"])))
+        lds = re.findall(r"ld\.global[a-z0-9.]*", compiled.asm["ptx"])
+        print("  ptx   global loads: " + ", ".join(f"{op} x{lds.count(op)}"
+                                                   for op in sorted(set(lds))))
         if args.dump:
             out = Path(args.dump)
             out.mkdir(parents=True, exist_ok=True)

@@ -52,12 +52,8 @@ def _p_fp8_baseline(q, k, v, causal, window):
     return out.transpose(1, 2)
 
 
-@pytest.mark.parametrize("d", [59, 64, 128, 256])
-@pytest.mark.parametrize("sq,sk", [(113, 203), (256, 512), (1023, 1024)])
-@pytest.mark.parametrize("causal,window", [(False, (-1, -1)), (True, (-1, -1)),
-                                           (False, (64, 17))])
-def test_fp8_forward_accuracy(d, sq, sk, causal, window):
-    q8, k8, v8, descales = _quantised(2, sq, sk, 6, 2, d, seed=sq + d)
+def _check_against_reference(batch, sq, sk, heads, kv_heads, d, causal, window, seed):
+    q8, k8, v8, descales = _quantised(batch, sq, sk, heads, kv_heads, d, seed=seed)
     out = flashtile.flash_attn_func(
         q8, k8, v8, causal=causal, window_size=window, q_descale=descales[0],
         k_descale=descales[1], v_descale=descales[2])
@@ -69,6 +65,23 @@ def test_fp8_forward_accuracy(d, sq, sk, causal, window):
     base_err = (base.double() - ref).abs().max().item()
     bf16_round = 2 ** -8 * ref.abs().max().item()
     assert err <= 2 * base_err + bf16_round, (err, base_err)
+
+
+@pytest.mark.parametrize("d", [59, 64, 128, 256])
+@pytest.mark.parametrize("sq,sk", [(113, 203), (256, 512), (1023, 1024)])
+@pytest.mark.parametrize("causal,window", [(False, (-1, -1)), (True, (-1, -1)),
+                                           (False, (64, 17))])
+def test_fp8_forward_accuracy(d, sq, sk, causal, window):
+    _check_against_reference(2, sq, sk, 6, 2, d, causal, window, seed=sq + d)
+
+
+@pytest.mark.parametrize("d", [96, 128, 256])
+@pytest.mark.parametrize("sq,sk", [(3000, 4000), (4000, 4001)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_fp8_forward_large(d, sq, sk, causal):
+    """Sizes past descriptors_pay's threshold: the TMA path (V^T through a (B, Hk, D, S)
+    descriptor) where S_k is a multiple of 16, the pointer fallback where it is not."""
+    _check_against_reference(1, sq, sk, 4, 2, d, causal, (-1, -1), seed=sk + d)
 
 
 def test_fp8_varlen_and_gqa():

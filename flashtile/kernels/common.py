@@ -294,10 +294,16 @@ def make_descriptor(x: torch.Tensor, block_rows: int, block_d: int):
     Built without TensorDescriptor's __post_init__: it only re-checks what
     `descriptor_ok` established (alignment, strides, power-of-two box), and in Python
     that costs ~8 us per descriptor, four per launch (Triton 3.6's dataclass)."""
+    return box_descriptor(x, [1, block_rows, 1, block_d] if x.dim() == 4
+                          else [block_rows, 1, block_d])
+
+
+def box_descriptor(x: torch.Tensor, block_shape: list[int]):
+    """A descriptor over all of `x` that moves `block_shape` boxes (zero fill outside)."""
     from triton.tools.tensor_descriptor import TensorDescriptor
     desc = TensorDescriptor.__new__(TensorDescriptor)
     desc.base, desc.shape, desc.strides, desc.padding = x, list(x.shape), list(x.stride()), "zero"
-    desc.block_shape = [1, block_rows, 1, block_d] if x.dim() == 4 else [block_rows, 1, block_d]
+    desc.block_shape = block_shape
     return desc
 
 

@@ -13,10 +13,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (LN2, LOAD_DESC, LOAD_PTR64, LOG2E, band_bounds, descriptor_ok,
-                     descriptors_pay, dot_precision, dropout_keep, head_scalars, launch_scalars,
-                     load_block, load_tile, make_descriptor, pointer_mode, score_tile, seq_strides,
-                     store_tile, tile_span, visible_mask)
+from .common import (LN2, LOAD_DESC, LOAD_PTR64, LOG2E, band_bounds, box_descriptor,
+                     descriptor_ok, descriptors_pay, dot_precision, dropout_keep, head_scalars,
+                     launch_scalars, load_block, load_tile, make_descriptor, pointer_mode,
+                     score_tile, seq_strides, store_tile, tile_span, visible_mask)
 from .config import cdiv, get_config, padded_head_dim
 
 
@@ -45,13 +45,26 @@ def _load_vt_tile(vt_base, stride_vs, stride_vd, cols, offs_d, seqlen_k, HEAD_DI
 
 
 @triton.jit
+def _permute_keys(p, BLOCK_N: tl.constexpr):
+    """Columns of P moved so that each thread's P.V accumulator values land where an 8-bit
+    wgmma A operand wants them: no shuffles. Within every 16 keys, key bits
+    (b3 b2 b1 b0) go to position (b2 b1 b3 b0): the accumulator layout gives a thread
+    key bits b1 b2 from its lane, the fp8 A layout wants them at b2 b3. V^T's keys are
+    stored in the same order (`_transposed_v`), so P.V is unchanged."""
+    rows: tl.constexpr = p.shape[0]
+    p = p.reshape(rows, BLOCK_N // 16, 2, 2, 2, 2)  # [.., b3, b2, b1, b0]
+    p = p.permute(0, 1, 3, 4, 2, 5)  # [.., b2, b1, b3, b0]
+    return p.reshape(rows, BLOCK_N)
+
+
+@triton.jit
 def _fwd_inner(acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, b, hk, rows,
                n_start, n_stop, seqlen_q, seqlen_k, window_left, window_right, score_mul, cap_mul,
                alibi_mul, seed, bh, max_seqlen_k, dropout_p,
                HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
                HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr, LOADS: tl.constexpr,
-               V_T: tl.constexpr, PV_16BIT: tl.constexpr):
+               V_T: tl.constexpr, PLAIN_SCORES: tl.constexpr, P_PERM: tl.constexpr):
     """Fold key tiles [n_start, n_stop) into the running (acc, l_i, m_i).
 
     MASKED tiles straddle a window edge or the end of the keys; the others are
@@ -60,6 +73,7 @@ def _fwd_inner(acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, 
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     diag_offset = seqlen_k - seqlen_q
+    vt_len = (seqlen_k + 15) // 16 * 16 if P_PERM else seqlen_k  # permuted V^T is padded
     n_first, n_last = tile_span(n_start, n_stop, BLOCK_N)
     for n in range(n_first, n_last, BLOCK_N):
         cols = n + offs_n  # [BLOCK_N] key indices
@@ -67,24 +81,37 @@ def _fwd_inner(acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, 
         k = load_block(k_src, stride_ks, b, hk, n, cols, offs_d, seqlen_k, HEAD_DIM, MASKED,
                        LOADS, BLOCK_N, BLOCK_D)
         if V_T:  # V arrives transposed (keys contiguous): fp8 P.V wants it K-major
-            v = tl.trans(_load_vt_tile(v_src, stride_vs, stride_vd, cols, offs_d, seqlen_k,
-                                       HEAD_DIM, MASKED))
+            if LOADS == LOAD_DESC:  # a (B, Hk, D, S) descriptor
+                vt = v_src.load([b, hk, 0, n]).reshape(BLOCK_D, BLOCK_N)
+            else:
+                vt = _load_vt_tile(v_src, stride_vs, stride_vd, cols, offs_d, vt_len,
+                                   HEAD_DIM, MASKED)
+            v = tl.trans(vt)
         else:
             v = load_block(v_src, stride_vs, b, hk, n, cols, offs_d, seqlen_k, HEAD_DIM,
                            MASKED, LOADS, BLOCK_N, BLOCK_D)
         # 2. scores of this tile in log2 units                         # [BLOCK_M, BLOCK_N]
         qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)
-        s, _ = score_tile(qk, rows[:, None], cols[None, :], diag_offset, score_mul, cap_mul,
-                          alibi_mul, HAS_SOFTCAP, HAS_ALIBI)
+        if PLAIN_SCORES:  # s = qk * score_mul with score_mul > 0 is never formed: the row
+            s = qk  # max is taken on qk and scaled once per row; exp2's argument is one FMA
+        else:
+            s, _ = score_tile(qk, rows[:, None], cols[None, :], diag_offset, score_mul,
+                              cap_mul, alibi_mul, HAS_SOFTCAP, HAS_ALIBI)
         if MASKED:
             visible = visible_mask(rows[:, None], cols[None, :], seqlen_q, seqlen_k,
                                    window_left, window_right)
             s = tl.where(visible, s, float("-inf"))
         # 3. online softmax: new running max, rescale what was accumulated so far
-        m_new = tl.maximum(m_i, tl.max(s, 1))  # [BLOCK_M]
+        m_tile = tl.max(s, 1)  # [BLOCK_M]
+        if PLAIN_SCORES:
+            m_tile = m_tile * score_mul
+        m_new = tl.maximum(m_i, m_tile)
         m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # all-masked rows stay at 0
+        if PLAIN_SCORES:
+            p = tl.exp2(s * score_mul - m_ref[:, None])  # [BLOCK_M, BLOCK_N]
+        else:
+            p = tl.exp2(s - m_ref[:, None])
         alpha = tl.exp2(m_i - m_ref)
-        p = tl.exp2(s - m_ref[:, None])  # [BLOCK_M, BLOCK_N]
         l_i = l_i * alpha + tl.sum(p, 1)  # the normaliser counts dropped entries too
         acc = acc * alpha[:, None]
         m_i = m_new
@@ -93,10 +120,10 @@ def _fwd_inner(acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, 
             keep = dropout_keep(seed, bh, rows[:, None], cols[None, :], max_seqlen_k, dropout_p)
             p = tl.where(keep, p, 0.0)
         # 5. acc <- alpha * acc + P V (alpha applied above)           # [BLOCK_M, BLOCK_D]
-        if PV_16BIT:  # experiment: FP8 only for Q.K^T
-            acc = tl.dot(p.to(tl.bfloat16), v.to(tl.bfloat16), acc)
-        else:
-            acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PRECISION)
+        p = p.to(v.dtype)
+        if P_PERM:  # V^T's keys are stored permuted to match (see _permute_keys)
+            p = _permute_keys(p, BLOCK_N)
+        acc = tl.dot(p, v, acc, input_precision=PRECISION)
     return acc, l_i, m_i
 
 
@@ -111,7 +138,7 @@ def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed, Descale,
                 HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                 LOADS: tl.constexpr, IS_FP8: tl.constexpr, V_T: tl.constexpr,
-                PV_16BIT: tl.constexpr):
+                PLAIN_SCORES: tl.constexpr, P_PERM: tl.constexpr):
     """Q, K, V, Out are pointers, or (B, S, H, D) tensor descriptors when LOADS == LOAD_DESC
     (dense inputs only: a descriptor's zero fill stops at S, not at an item's end).
 
@@ -160,17 +187,20 @@ def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed, Descale,
         acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, b, hk, rows,
         n_begin, n_full_lo, sq, sk, window_left, window_right, score_mul,
         cap_mul, alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D, True,
-        HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS, V_T, PV_16BIT)
+        HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS, V_T, PLAIN_SCORES,
+        P_PERM)
     acc, l_i, m_i = _fwd_inner(
         acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, b, hk, rows,
         n_full_lo, n_full_hi, sq, sk, window_left, window_right, score_mul,
         cap_mul, alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D, False,
-        HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS, V_T, PV_16BIT)
+        HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS, V_T, PLAIN_SCORES,
+        P_PERM)
     acc, l_i, m_i = _fwd_inner(
         acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, b, hk, rows,
         n_full_hi, n_end, sq, sk, window_left, window_right, score_mul,
         cap_mul, alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D, True,
-        HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS, V_T, PV_16BIT)
+        HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS, V_T, PLAIN_SCORES,
+        P_PERM)
 
     # Epilogue: normalise once; rows that saw no key get out = 0 and LSE = -inf.
     empty = l_i == 0.0
@@ -241,19 +271,37 @@ def _probs_kernel(Q, K, Lse, Probs, CuSeqQ, CuSeqK, Alibi, Seed,
                  mask=(rows[:, None] < sq) & (cols[None, :] < sk))
 
 
-# Experiment switches (benchmarks/fp8_bench.py --variants): V's layout for FP8 P.V,
-# and P.V in bf16 (FP8 only for Q.K^T).
+# Experiment switches (benchmarks/fp8_bench.py --variants): V's layout for FP8 P.V, and
+# whether its keys are stored permuted so that P needs no shuffles (dense inputs only).
 FP8_V_TRANSPOSED = True
-FP8_PV_16BIT = False
+FP8_P_PERM = True
 
 
-def _transposed_v(v: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """V copied with keys contiguous per (batch, KV head, channel), viewed back in V's
-    shape, and the stride between channels: FP8 P.V needs V K-major on Hopper."""
-    perm = (0, 2, 3, 1) if v.dim() == 4 else (1, 2, 0)  # (.., S, Hk, D) -> (.., Hk, D, S)
-    inv = (0, 3, 1, 2) if v.dim() == 4 else (2, 0, 1)
-    vt = v.permute(*perm).contiguous()
-    return vt.permute(*inv), vt.stride(-2)
+def _transposed_v(v: torch.Tensor, permute_keys: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """V copied with keys contiguous per (batch, KV head, channel): FP8 P.V needs V
+    K-major on Hopper. Returns the copy viewed back in V's shape (for the pointer
+    path), the copy itself ((B, Hk, D, S) or (Hk, D, total): descriptors need a
+    contiguous last dim) and the stride between channels.
+
+    permute_keys (dense only): keys stored in `_permute_keys`' order within each 16,
+    the sequence zero-padded to a multiple of 16 first."""
+    if not permute_keys:
+        perm = (0, 2, 3, 1) if v.dim() == 4 else (1, 2, 0)  # (.., S, Hk, D) -> (.., Hk, D, S)
+        inv = (0, 3, 1, 2) if v.dim() == 4 else (2, 0, 1)
+        vt = v.permute(*perm).contiguous()
+        return vt.permute(*inv), vt, vt.stride(-2)
+    batch, seqlen, kv_heads, head_dim = v.shape
+    padded = -(-seqlen // 16) * 16
+    if padded != seqlen:
+        v_pad = torch.zeros((batch, padded, kv_heads, head_dim), dtype=v.dtype, device=v.device)
+        v_pad[:, :seqlen] = v
+        v = v_pad
+    vt = torch.empty((batch, kv_heads, head_dim, padded), dtype=v.dtype, device=v.device)
+    # vt[b, h, d, (g, b2, b1, b3, b0)] = v[b, (g, b3, b2, b1, b0), h, d]
+    src = v.view(batch, padded // 16, 2, 2, 2, 2, kv_heads, head_dim)
+    vt.view(batch, kv_heads, head_dim, padded // 16, 2, 2, 2, 2).copy_(
+        src.permute(0, 6, 7, 1, 3, 4, 2, 5))
+    return vt.permute(0, 3, 1, 2), vt, vt.stride(-2)
 
 
 def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
@@ -302,27 +350,32 @@ def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
     stride_vd = 1
     descale = lse  # placeholder, never read
     v_t = is_fp8 and FP8_V_TRANSPOSED
+    p_perm = v_t and FP8_P_PERM and not varlen
     if v_t:
-        v, stride_vd = _transposed_v(v)
+        v, vt, stride_vd = _transposed_v(v, p_perm)
     if is_fp8:
         descale = (torch.stack(descales) if descales is not None  # (3, B, Hk)
                    else torch.ones((3, batch, kv_heads), dtype=torch.float32, device=q.device))
     srcs = (q, k, v, out)
-    use_desc = (cfg.tma and not varlen and not v_t and descriptor_ok(*srcs)
+    use_desc = (cfg.tma and not varlen and descriptor_ok(*((q, k, vt, out) if v_t else srcs))
                 and descriptors_pay(batch, num_heads, seqlen_q, seqlen_k, head_dim,
                                     window_right == 0))
     loads = pointer_mode(max(max_seqlen_q, max_seqlen_k), *srcs)
     if use_desc:
         loads = LOAD_DESC.value
-        srcs = tuple(make_descriptor(x, cfg.block_m if x is q or x is out else cfg.block_n,
-                                     flags["BLOCK_D"]) for x in srcs)
+        block_d = flags["BLOCK_D"]
+        v_desc = (box_descriptor(vt, [1, 1, block_d, cfg.block_n]) if v_t
+                  else make_descriptor(v, cfg.block_n, block_d))
+        srcs = (make_descriptor(q, cfg.block_m, block_d), make_descriptor(k, cfg.block_n, block_d),
+                v_desc, make_descriptor(out, cfg.block_m, block_d))
     if grid[0] > 0 and grid[1] > 0:
         _fwd_kernel[grid](
             *srcs, lse, cu_q, cu_k, alibi, seed_t, descale,
             *seq_strides(q, varlen), *seq_strides(k, varlen), *seq_strides(v, varlen),
             *seq_strides(out, varlen), stride_lb, stride_lh, stride_ab, stride_ah, stride_vd,
             batch * kv_heads, **shared, **flags, LOADS=loads, IS_FP8=is_fp8, V_T=v_t,
-            PV_16BIT=is_fp8 and FP8_PV_16BIT,
+            PLAIN_SCORES=softcap == 0.0 and not has_alibi and softmax_scale > 0,
+            P_PERM=p_perm,
             num_warps=cfg.num_warps,
             num_stages=cfg.num_stages)
 
