@@ -19,9 +19,11 @@ import torch
 import triton
 import triton.language as tl
 
+from . import common as common_mod
 from .common import (LOAD_DESC, LOAD_PTR64, LOG2E, band_bounds, descriptor_ok, descriptors_pay,
                      dot_precision, dropout_keep, head_scalars, launch_scalars, load_block,
-                     make_descriptor, pointer_mode, probs_tile, seq_strides, store_tile)
+                     make_descriptor, pointer_mode, probs_tile, query_block, seq_strides,
+                     store_tile)
 from .config import cdiv, get_config, interpreter_active, padded_head_dim
 from .forward import _seq_bounds
 
@@ -258,10 +260,10 @@ def _bwd_dq_kernel(Q, K, V, DOut, Lse, Delta, DQ, CuSeqQ, CuSeqK, Alibi, Seed,
                    HEAD_DIM: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
                    HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                   LOADS: tl.constexpr):
+                   LOADS: tl.constexpr, LONGEST_FIRST: tl.constexpr):
     """Q, K, V, DOut are pointers, or (B, S, H, D) tensor descriptors when
     LOADS == LOAD_DESC."""
-    pid_m = tl.program_id(0)
+    pid_m = query_block(LONGEST_FIRST)
     bh = tl.program_id(1)
     b = bh // num_heads
     h = bh % num_heads
@@ -423,5 +425,6 @@ def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, m
             *seq_strides(dq, varlen), stride_lb, stride_lh, stride_ab, stride_ah,
             num_heads, num_heads // kv_heads, seqlen_q, seqlen_k,
             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, LOADS=loads,
-            num_warps=cfg.num_warps, num_stages=cfg.num_stages, **common)
+            LONGEST_FIRST=common_mod.LONGEST_FIRST, num_warps=cfg.num_warps,
+            num_stages=cfg.num_stages, **common)
     return dq, dk, dv

@@ -8,6 +8,7 @@ Device side (``@triton.jit``):
 * `band_bounds`     which tiles of the other axis a tile must visit, split into
                     boundary tiles (need masking) and interior tiles (do not)
 * `tile_span`       a tile loop's bounds with its start provably a multiple of BLOCK
+* `query_block`     which query block a forward / dQ program owns (longest first)
 * `tanh_exp2`       tanh written with exp2 (no libdevice needed)
 * `load_tile`       a [rows, BLOCK_D] tile of Q, K, V or dO, masked at the edges
 * `store_tile`      its mirror for O, dQ, dK, dV (cast to the output's dtype)
@@ -229,6 +230,22 @@ def tile_span(start, stop, BLOCK: tl.constexpr):
     An empty span stays empty."""
     first = (start // BLOCK) * BLOCK  # start >= 0
     return first, tl.where(start < stop, stop, first)
+
+
+# Experiment switch (benchmarks/causal_order.py): launch query blocks longest first.
+LONGEST_FIRST = True
+
+
+@triton.jit
+def query_block(LONGEST_FIRST: tl.constexpr):
+    """The query block of this forward / dQ program (grid axis 0). Programs start in
+    grid order, x fastest, so with LONGEST_FIRST each head's last query blocks -- the
+    longest under a causal mask -- start first and the launch ends on short ones
+    instead of a tail of long ones."""
+    pid = tl.program_id(0)
+    if LONGEST_FIRST:
+        pid = tl.num_programs(0) - 1 - pid
+    return pid
 
 
 # ----------------------------------------------------------------------------

@@ -69,13 +69,14 @@ _GPU_TABLE: dict[tuple[str, str, int], KernelConfig] = {
     ("fwd", "16bit", 64): _C(128, 64, 4, 3, tma=True),
     ("fwd", "16bit", 128): _C(128, 128, 8, 3, tma=True),
     ("fwd", "16bit", 256): _C(128, 64, 8, 2),
-    # FP8 forward (pointer loads; V transposed by the host): the ALU work per score is
-    # what limits it, so two 4-warp CTAs per SM at d <= 128 (session 5, NOTES.md)
+    # FP8 forward (V transposed by the host; TMA through a (B, Hk, D, S) descriptor over
+    # it): the ALU work per score limits it, so two 4-warp CTAs per SM at d <= 128
+    # (session 5, NOTES.md)
     ("fwd", "fp8", 16): _C(64, 128, 4, 3),
     ("fwd", "fp8", 32): _C(64, 128, 4, 3),
     ("fwd", "fp8", 64): _C(64, 128, 4, 3),
-    ("fwd", "fp8", 128): _C(64, 128, 4, 3),
-    ("fwd", "fp8", 256): _C(128, 64, 8, 3),
+    ("fwd", "fp8", 128): _C(64, 128, 4, 3, tma=True),
+    ("fwd", "fp8", 256): _C(128, 64, 8, 3, tma=True),
     ("fwd", "fp32", 16): _C(64, 64, 4, 2),
     ("fwd", "fp32", 32): _C(64, 64, 4, 2),
     ("fwd", "fp32", 64): _C(64, 32, 4, 2),

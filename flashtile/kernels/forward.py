@@ -13,10 +13,11 @@ import torch
 import triton
 import triton.language as tl
 
+from . import common
 from .common import (LN2, LOAD_DESC, LOAD_PTR64, LOG2E, band_bounds, box_descriptor,
                      descriptor_ok, descriptors_pay, dot_precision, dropout_keep, head_scalars,
                      launch_scalars, load_block, load_tile, make_descriptor, pointer_mode,
-                     score_tile, seq_strides, store_tile, tile_span, visible_mask)
+                     query_block, score_tile, seq_strides, store_tile, tile_span, visible_mask)
 from .config import cdiv, get_config, padded_head_dim
 
 
@@ -138,14 +139,15 @@ def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed, Descale,
                 HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                 LOADS: tl.constexpr, IS_FP8: tl.constexpr, V_T: tl.constexpr,
-                PLAIN_SCORES: tl.constexpr, P_PERM: tl.constexpr):
+                PLAIN_SCORES: tl.constexpr, P_PERM: tl.constexpr,
+                LONGEST_FIRST: tl.constexpr):
     """Q, K, V, Out are pointers, or (B, S, H, D) tensor descriptors when LOADS == LOAD_DESC
     (dense inputs only: a descriptor's zero fill stops at S, not at an item's end).
 
     IS_FP8: e4m3 Q, K, V; V_T: V transposed (stride_vd between head-dim rows, keys
     contiguous); Descale is fp32 (3, B, Hk) with stride_desc per (B, Hk) plane, and
     Out is bf16. Scores use q_descale * k_descale, the output v_descale."""
-    pid_m = tl.program_id(0)
+    pid_m = query_block(LONGEST_FIRST)
     bh = tl.program_id(1)
     b = bh // num_heads
     h = bh % num_heads
@@ -375,7 +377,7 @@ def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
             *seq_strides(out, varlen), stride_lb, stride_lh, stride_ab, stride_ah, stride_vd,
             batch * kv_heads, **shared, **flags, LOADS=loads, IS_FP8=is_fp8, V_T=v_t,
             PLAIN_SCORES=softcap == 0.0 and not has_alibi and softmax_scale > 0,
-            P_PERM=p_perm,
+            P_PERM=p_perm, LONGEST_FIRST=common.LONGEST_FIRST,
             num_warps=cfg.num_warps,
             num_stages=cfg.num_stages)
 
