@@ -1,4 +1,4 @@
-"""A/B of the query-block launch order (kernels.common.LONGEST_FIRST) in one process.
+"""A/B of the query-block launch order (KernelConfig.longest_first) in one process.
 
     python3 benchmarks/causal_order.py --out "$OUT"
 
@@ -11,6 +11,7 @@ inputs); the table shows the best of each setting. Writes causal_order.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 
@@ -18,7 +19,7 @@ import torch
 
 import flashtile
 from flashtile import bench
-from flashtile.kernels import common
+from flashtile.kernels import config
 
 E4M3 = torch.float8_e4m3fn
 CASES = [  # (dtype, head dim, seqlen, causal, mode)
@@ -43,20 +44,28 @@ def case_callable(dtype, d, seqlen, causal, mode):
     return fn, bench.attention_flops(batch, heads, seqlen, seqlen, d, causal, mode)
 
 
+def set_longest_first(value: bool) -> None:
+    """Every forward / dQ row of the config table launched in the given order."""
+    for key, cfg in config._GPU_TABLE.items():
+        if key[0] in ("fwd", "bwd_dq"):
+            config._GPU_TABLE[key] = dataclasses.replace(cfg, longest_first=value)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=".")
     args = ap.parse_args()
     rows, results = [], []
+    table = dict(config._GPU_TABLE)
     for dtype, d, seqlen, causal, mode in CASES:
         fn, flops = case_callable(dtype, d, seqlen, causal, mode)
         best = {False: 0.0, True: 0.0}
         for setting in (False, True, False, True):
-            common.LONGEST_FIRST = setting
+            set_longest_first(setting)
             with torch.set_grad_enabled(mode != "fwd"):
                 tf = bench.tflops(flops, bench.benchmark_ms(fn, "cuda"))
             best[setting] = max(best[setting], tf)
-        common.LONGEST_FIRST = True
+        config._GPU_TABLE.update(table)
         results.append(dict(dtype=dtype, d=d, seqlen=seqlen, causal=causal, mode=mode,
                             ascending_tflops=best[False], longest_first_tflops=best[True]))
         rows.append([dtype, str(d), str(seqlen), str(causal), mode, f"{best[False]:.0f}",

@@ -1,6 +1,6 @@
 """FP8 (e4m3) forward against flashtile's bf16 forward, same process, same shapes.
 
-    python3 benchmarks/fp8_bench.py --out "$OUT"
+    python3 benchmarks/fp8_bench.py --out "$OUT"     (or: python -m flashtile bench --fp8)
 
 16k tokens, model dim 2048 (B = 16384 / S, H = 2048 / d), head dims 128 and 256,
 seqlens 4k / 8k / 16k, causal and not. FP8 timings include everything flashtile
@@ -92,10 +92,15 @@ def main():
     args = ap.parse_args()
     if args.variants:
         return variants(args.out)
+    run(args.out, [int(s) for s in args.seqlens.split(",")])
+
+
+def run(out_dir: str, seqlens: list[int]) -> list[dict]:
+    """The FP8-vs-bf16 table (also `python -m flashtile bench --fp8`); writes fp8_bench.json."""
     gpu = torch.cuda.get_device_name()
     rows, results = [], []
     for d in (128, 256):
-        for seqlen in [int(s) for s in args.seqlens.split(",")]:
+        for seqlen in seqlens:
             batch, heads = max(1, 16384 // seqlen), 2048 // d
             sets = [tuple(x.detach() for x in s[:3])
                     for s in bench.make_inputs(batch, seqlen, heads, d, torch.bfloat16, "cuda")]
@@ -133,8 +138,10 @@ def main():
                                                  if "sdpa_cudnn_fp8" in r))
     print(f"\n{gpu}, forward TFLOP/s, 16k tokens, model dim 2048")
     print(bench.table(["d", "S", "causal", "bf16", "fp8", "fp8/bf16", "SDPA cuDNN fp8"], rows))
-    with open(os.path.join(args.out, "fp8_bench.json"), "w") as f:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "fp8_bench.json"), "w") as f:
         json.dump(dict(gpu=gpu, torch=torch.__version__, results=results), f, indent=1)
+    return results
 
 
 if __name__ == "__main__":

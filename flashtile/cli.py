@@ -298,7 +298,23 @@ def _bench_suite(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_fp8(args: argparse.Namespace) -> int:
+    """``bench --fp8``: benchmarks/fp8_bench.py, FP8 against bf16 forward (CUDA only)."""
+    if _device(args.device).type != "cuda":
+        raise SystemExit("flashtile: bench --fp8 needs a CUDA GPU (FP8 tensor cores)")
+    try:
+        fp8_bench = harness.load_benchmark_script("fp8_bench")
+    except ImportError as e:
+        raise SystemExit(f"flashtile: {e}") from None
+    out = args.out or args.results_dir or str(
+        harness.benchmarks_dir() / "results" / torch.cuda.get_device_name().replace(" ", "_"))
+    fp8_bench.run(out, args.seqlens or [4096, 8192, 16384])
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.fp8:
+        return _bench_fp8(args)
     if args.suite or args.quick:
         return _bench_suite(args)
     device = _device(args.device)
@@ -364,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", **device)
     bench.add_argument("--suite", action="store_true",
                        help="the full benchmark suite (benchmarks/suite.py): JSON, table, charts")
+    bench.add_argument("--fp8", action="store_true",
+                       help="FP8 (e4m3) forward against bf16, d 128 / 256 (CUDA; fp8_bench.py)")
     bench.add_argument("--quick", action="store_true",
                        help="the suite's < 4 minute subset (implies --suite)")
     bench.add_argument("--out", help="suite: also write results here (default: $OUT if set)")

@@ -53,6 +53,11 @@ def test_bench_tiny(capsys):
     assert "bench: 4/4 timed" in out
 
 
+def test_bench_fp8_needs_cuda():
+    with pytest.raises(SystemExit, match="bench --fp8 needs a CUDA GPU"):
+        main(["bench", "--fp8", "--device", "cpu"])
+
+
 def test_error_rule_and_flops():
     assert cli.within_tolerance(2e-3, 1e-3, 0.0)
     assert not cli.within_tolerance(2.1e-3, 1e-3, 0.0)

@@ -19,7 +19,6 @@ import torch
 import triton
 import triton.language as tl
 
-from . import common as common_mod
 from .common import (LOAD_DESC, LOAD_PTR64, LOG2E, band_bounds, descriptor_ok, descriptors_pay,
                      dot_precision, dropout_keep, head_scalars, launch_scalars, load_block,
                      make_descriptor, pointer_mode, probs_tile, query_block, seq_strides,
@@ -425,6 +424,6 @@ def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, m
             *seq_strides(dq, varlen), stride_lb, stride_lh, stride_ab, stride_ah,
             num_heads, num_heads // kv_heads, seqlen_q, seqlen_k,
             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, LOADS=loads,
-            LONGEST_FIRST=common_mod.LONGEST_FIRST, num_warps=cfg.num_warps,
+            LONGEST_FIRST=cfg.longest_first, num_warps=cfg.num_warps,
             num_stages=cfg.num_stages, **common)
     return dq, dk, dv

@@ -232,16 +232,12 @@ def tile_span(start, stop, BLOCK: tl.constexpr):
     return first, tl.where(start < stop, stop, first)
 
 
-# Experiment switch (benchmarks/causal_order.py): launch query blocks longest first.
-LONGEST_FIRST = True
-
-
 @triton.jit
 def query_block(LONGEST_FIRST: tl.constexpr):
     """The query block of this forward / dQ program (grid axis 0). Programs start in
-    grid order, x fastest, so with LONGEST_FIRST each head's last query blocks -- the
-    longest under a causal mask -- start first and the launch ends on short ones
-    instead of a tail of long ones."""
+    grid order, x fastest, so with LONGEST_FIRST (a config field) each head's last
+    query blocks -- the longest under a causal mask -- start first and the launch ends
+    on short ones instead of a tail of long ones."""
     pid = tl.program_id(0)
     if LONGEST_FIRST:
         pid = tl.num_programs(0) - 1 - pid

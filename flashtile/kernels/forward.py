@@ -13,7 +13,6 @@ import torch
 import triton
 import triton.language as tl
 
-from . import common
 from .common import (LN2, LOAD_DESC, LOAD_PTR64, LOG2E, band_bounds, box_descriptor,
                      descriptor_ok, descriptors_pay, dot_precision, dropout_keep, head_scalars,
                      launch_scalars, load_block, load_tile, make_descriptor, pointer_mode,
@@ -377,7 +376,7 @@ def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
             *seq_strides(out, varlen), stride_lb, stride_lh, stride_ab, stride_ah, stride_vd,
             batch * kv_heads, **shared, **flags, LOADS=loads, IS_FP8=is_fp8, V_T=v_t,
             PLAIN_SCORES=softcap == 0.0 and not has_alibi and softmax_scale > 0,
-            P_PERM=p_perm, LONGEST_FIRST=common.LONGEST_FIRST,
+            P_PERM=p_perm, LONGEST_FIRST=cfg.longest_first,
             num_warps=cfg.num_warps,
             num_stages=cfg.num_stages)
 
