@@ -250,6 +250,26 @@ def plot_decode(report: dict, path: str) -> str:
     return _save(fig, path)
 
 
+def plot_fp8(report: dict, path: str) -> str:
+    """fp8_bench.json: FP8 and bf16 forward TFLOP/s per seqlen, one panel per (d, causal)."""
+    rows = report["results"]
+    panels = sorted({(r["d"], r["causal"]) for r in rows})
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 3.4), sharey=True)
+    for ax, (d, causal) in zip(axes, panels):
+        mine = {r["seqlen"]: r for r in rows if r["d"] == d and r["causal"] == causal}
+        groups = sorted(mine)
+        _bars(ax, ["bf16", "fp8"], groups, lambda m, g: mine[g][f"{m}_tflops"],
+              labels={"bf16": "flashtile bf16", "fp8": "flashtile fp8 (e4m3)"})
+        ax.set_xticks(range(len(groups)), [_seqlen(g) for g in groups])
+        ax.set_title(f"d = {d}, {'causal' if causal else 'non-causal'}", fontsize=9)
+        ax.set_xlabel("seqlen")
+    axes[0].set_ylabel("forward TFLOP/s")
+    axes[0].legend(fontsize=6, loc="lower right")
+    fig.suptitle(f"FP8 vs bf16 forward, 16k tokens, model dim 2048, {report['gpu']}",
+                 fontsize=10)
+    return _save(fig, path)
+
+
 def main(path: str, out_dir: str | None = None) -> list[str]:
     """Charts of the JSON at `path` into `out_dir` (default: next to it); their paths."""
     with open(path) as f:
@@ -258,6 +278,8 @@ def main(path: str, out_dir: str | None = None) -> list[str]:
     os.makedirs(folder, exist_ok=True)
     if report.get("kind") == "flashtile-bench-suite":
         charts = plot_suite(report, folder)
+    elif os.path.basename(path).startswith("fp8_bench"):  # benchmarks/fp8_bench.py
+        charts = [plot_fp8(report, os.path.join(folder, "fp8_speed.png"))]
     elif "copy_gbs" in report:  # benchmarks/decode_bench.py
         charts = [plot_decode(report, os.path.join(folder, "decode.png"))]
     else:

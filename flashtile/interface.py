@@ -136,7 +136,9 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False,
             scores become ``softmax_scale * (q · k) * q_descale[b, h // (nheads //
             nheads_k)] * k_descale[b, hk]`` and the output ``softmax(scores) @ v *
             v_descale[b, hk]``: each is the factor that turns the stored fp8 values
-            back into real ones (`flashtile.quantize_fp8` makes them). Passing one
+            back into real ones (`flashtile.quantize_fp8` makes them); they must
+            be positive (the GPU kernel, like FlashAttention-3's, takes the row max
+            on unscaled q · k; not checked, which would cost a sync). Passing one
             with non-fp8 inputs raises ValueError. FP8 is forward-only: dropout,
             return_attn_probs=True and inputs that require grad (with grad mode
             on) raise NotImplementedError.
