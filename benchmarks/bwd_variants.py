@@ -24,8 +24,11 @@ from flashtile.kernels import backward, config
 
 C = config.KernelConfig
 CANDIDATES = {
-    "dkdv": {64: [C(32, 128, 4, 3), C(32, 128, 4, 3, True), C(64, 128, 8, 3, True)],
-             128: [C(64, 128, 8, 2), C(64, 128, 8, 2, True), C(64, 64, 4, 3, True)],
+    # session 5: 32x128 w8 is the spill-free shape at d64 / d128 (offline_compile.py);
+    # session 3 also compared 32x128 w4 s3 tma, 64x128 w8 s3 tma (d64), 64x128 w8 s2
+    # tma and 64x64 w4 s3 tma (d128)
+    "dkdv": {64: [C(32, 128, 4, 3), C(32, 128, 8, 3), C(32, 128, 8, 2)],
+             128: [C(64, 128, 8, 2), C(32, 128, 8, 3), C(32, 128, 8, 2)],
              256: [C(32, 32, 4, 2), C(32, 64, 8, 2), C(64, 64, 8, 1), C(16, 64, 4, 2),
                    C(32, 64, 8, 1), C(32, 32, 4, 2, True), C(64, 32, 4, 2)]},
     "dq": {64: [C(64, 64, 4, 3), C(64, 64, 4, 3, True), C(128, 64, 4, 3, True)],
