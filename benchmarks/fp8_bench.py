@@ -29,58 +29,60 @@ E4M3 = torch.float8_e4m3fn
 # for a shuffle-free P) per head dim at S = 8k, not causal. (Session 3's layout
 # variants -- V natural, P.V in bf16, TMA with V natural -- were all slower; NOTES.md.)
 C = config.KernelConfig
+# session 5 (fp8_variants_session5_*.json) also compared, at 8k non-causal: 128x128 w8
+# s2 / s3 / s4 (pointers and TMA), 128x64 w8 s3, 128x256 w8 s2 TMA (d128); 128x128 w8 s2
+# (both), 64x128 w4 s2, 64x64 w4 s3 (d256); keys in natural order (both)
 VARIANTS = {
     128: [("table row", None, True, True),
-          ("table row, keys not permuted", None, True, False),
-          ("128x128 w8 s3", C(128, 128, 8, 3), True, True),
-          ("128x128 w8 s3 TMA", C(128, 128, 8, 3, True), True, True),
-          ("64x128 w4 s3 TMA", C(64, 128, 4, 3, True), True, True),
-          ("128x128 w8 s4 TMA", C(128, 128, 8, 4, True), True, True),
-          ("128x256 w8 s2 TMA", C(128, 256, 8, 2, True), True, True)],
+          ("64x128 w4 s2 TMA", C(64, 128, 4, 2, True), True, True),
+          ("64x128 w4 s4 TMA", C(64, 128, 4, 4, True), True, True),
+          ("64x64 w4 s3 TMA", C(64, 64, 4, 3, True), True, True),
+          ("64x64 w4 s4 TMA", C(64, 64, 4, 4, True), True, True)],
     256: [("table row", None, True, True),
-          ("table row, keys not permuted", None, True, False),
-          ("128x64 w8 s3 TMA", C(128, 64, 8, 3, True), True, True),
-          ("128x128 w8 s2", C(128, 128, 8, 2), True, True),
-          ("128x128 w8 s2 TMA", C(128, 128, 8, 2, True), True, True),
-          ("64x64 w4 s3", C(64, 64, 4, 3), True, True)],
+          ("128x64 w8 s2 TMA", C(128, 64, 8, 2, True), True, True),
+          ("128x64 w8 s4 TMA", C(128, 64, 8, 4, True), True, True),
+          ("64x64 w4 s3 TMA", C(64, 64, 4, 3, True), True, True),
+          ("64x128 w4 s2 TMA", C(64, 128, 4, 2, True), True, True)],
 }
 
 
-def variants(out_dir):
+def variants(out_dir, seqlen=8192, causal=False):
     """Where FP8 time goes: one shape per head dim, the knobs of forward.py switched."""
     rows, results = [], []
     for d in (128, 256):
-        batch, heads, seqlen = 2, 2048 // d, 8192
+        batch, heads = max(1, 16384 // seqlen), 2048 // d
         q, k, v = (torch.randn(batch, seqlen, heads, d, device="cuda") for _ in range(3))
         q8, k8, v8 = (x.to(E4M3) for x in (q, k, v))
-        flops = bench.attention_flops(batch, heads, seqlen, seqlen, d, False, "fwd")
+        flops = bench.attention_flops(batch, heads, seqlen, seqlen, d, causal, "fwd")
         with torch.no_grad():
             bf = [x.bfloat16() for x in (q, k, v)]
             base = bench.tflops(flops, bench.benchmark_ms(
-                lambda: flashtile.flash_attn_func(*bf), "cuda"))
-            ref = flashtile.flash_attn_func(*bf).float()
+                lambda: flashtile.flash_attn_func(*bf, causal=causal), "cuda"))
+            ref = flashtile.flash_attn_func(*bf, causal=causal).float()
             key = ("fwd", "fp8", d)
             saved = config._GPU_TABLE[key]
             for label, cfg, v_t, p_perm in VARIANTS[d]:
                 config._GPU_TABLE[key] = cfg or saved
                 forward.FP8_V_TRANSPOSED, forward.FP8_P_PERM = v_t, p_perm
                 try:
-                    err = (flashtile.flash_attn_func(q8, k8, v8).float() - ref).abs().max().item()
+                    out = flashtile.flash_attn_func(q8, k8, v8, causal=causal)
+                    err = (out.float() - ref).abs().max().item()
                     tf = bench.tflops(flops, bench.benchmark_ms(
-                        lambda: flashtile.flash_attn_func(q8, k8, v8), "cuda"))
+                        lambda: flashtile.flash_attn_func(q8, k8, v8, causal=causal), "cuda"))
                 except Exception as ex:
                     err, tf = float("nan"), 0.0
                     print(label, "failed:", bench.describe(ex)[:300])
                 finally:
                     config._GPU_TABLE[key] = saved
                     forward.FP8_V_TRANSPOSED, forward.FP8_P_PERM = True, True
-                results.append(dict(d=d, seqlen=seqlen, variant=label, tflops=tf,
+                results.append(dict(d=d, seqlen=seqlen, causal=causal, variant=label, tflops=tf,
                                     bf16_tflops=base, max_diff_vs_bf16=err))
                 rows.append([str(d), label, f"{tf:.0f}", f"{base:.0f}", f"{tf / base:.2f}",
                              f"{err:.2e}"])
                 print(*rows[-1], flush=True)
     print(bench.table(["d", "variant", "fp8", "bf16", "fp8/bf16", "max diff"], rows))
-    with open(os.path.join(out_dir, "fp8_variants.json"), "w") as f:
+    name = f"fp8_variants_{seqlen // 1024}k{'_causal' if causal else ''}.json"
+    with open(os.path.join(out_dir, name), "w") as f:
         json.dump(dict(gpu=torch.cuda.get_device_name(), results=results), f, indent=1)
 
 
@@ -88,10 +90,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=".")
     ap.add_argument("--seqlens", default="4096,8192,16384")
-    ap.add_argument("--variants", action="store_true", help="the experiment grid instead")
+    ap.add_argument("--variants", action="store_true",
+                    help="the experiment grid instead, at the first --seqlens value")
+    ap.add_argument("--causal", action="store_true", help="--variants: causal")
     args = ap.parse_args()
     if args.variants:
-        return variants(args.out)
+        return variants(args.out, int(args.seqlens.split(",")[0]), args.causal)
     run(args.out, [int(s) for s in args.seqlens.split(",")])
 
 
