@@ -31,6 +31,7 @@ from triton.runtime import driver
 from flashtile.kernels import backward, config, forward
 
 TARGET = GPUTarget("cuda", 90, 32)
+DTYPES = {"fp8": torch.float8_e4m3fn, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class _StubDriver:
@@ -56,7 +57,7 @@ def capture_launch(launch):
     def hook(*args, **kwargs):
         comp = kwargs["compile"]
         caught.append((kwargs["fn"].jit_function, comp["signature"], comp["constants"],
-                       comp["configs"][0], options_of(kwargs["key"], comp)))
+                       comp["configs"][0], options_of(comp)))
         return True  # skip compiling and launching
 
     old_hook = knobs.runtime.jit_cache_hook
@@ -69,8 +70,8 @@ def capture_launch(launch):
     return caught
 
 
-def options_of(key, comp) -> dict:
-    """The compile options the launch asked for (the key's str(options) is not parseable)."""
+def options_of(comp) -> dict:
+    """The compile options the launch asked for (the cache key's str(options) does not parse)."""
     return {name: comp[name] for name in ("num_warps", "num_ctas", "num_stages",
                                            "enable_fp_fusion", "launch_cooperative_grid")}
 
@@ -139,9 +140,8 @@ def summarise(compiled) -> list[str]:
 
 
 def forward_launch(args):
-    dtype = {"fp8": torch.float8_e4m3fn, "bf16": torch.bfloat16, "fp16": torch.float16}
     shape = (args.batch, args.seqlen, args.heads, args.head_dim)
-    q, k, v = (torch.randn(shape).to(dtype[args.dtype]) for _ in range(3))
+    q, k, v = (torch.randn(shape).to(DTYPES[args.dtype]) for _ in range(3))
     descales = None
     if args.dtype == "fp8":
         descales = tuple(torch.ones(args.batch, args.heads) for _ in range(3))
@@ -153,7 +153,9 @@ def forward_launch(args):
 
 
 def backward_launch(args):
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    if args.dtype == "fp8":
+        raise SystemExit("bwd: FP8 is forward-only")
+    dtype = DTYPES[args.dtype]
     shape = (args.batch, args.seqlen, args.heads, args.head_dim)
     q, k, v, out, dout = (torch.randn(shape).to(dtype) for _ in range(5))
     lse = torch.zeros(args.batch, args.heads, args.seqlen)
@@ -187,7 +189,7 @@ def main(argv=None):
         setattr(forward if hasattr(forward, name) else backward, name, bool(int(val)))
     if args.config:
         f = [int(x) for x in args.config.split(",")]
-        key = (args.table_key or "fwd", config._dtype_class(forward_dtype(args)),
+        key = (args.table_key or "fwd", config._dtype_class(DTYPES[args.dtype]),
                config.padded_head_dim(args.head_dim))
         config._GPU_TABLE[key] = config.KernelConfig(*f[:4], bool(f[4]) if len(f) > 4 else False)
     launch = forward_launch if args.pass_name == "fwd" else backward_launch
@@ -204,10 +206,6 @@ def main(argv=None):
             out.mkdir(parents=True, exist_ok=True)
             for ext in ("ttgir", "ptx"):
                 (out / f"{fn.__name__}.{ext}").write_text(compiled.asm[ext])
-
-
-def forward_dtype(args):
-    return {"fp8": torch.float8_e4m3fn, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
 
 
 if __name__ == "__main__":

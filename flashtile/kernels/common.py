@@ -225,7 +225,7 @@ def tile_span(start, stop, BLOCK: tl.constexpr):
     """Bounds of `range(start, stop, BLOCK)` with a start the compiler can prove is a
     multiple of BLOCK. `band_bounds` starts every non-empty span on a tile boundary,
     but through min/max the compiler only knows "divisible by 1"; then loads that are
-    contiguous along the tile axis (FP8's transposed V, LSE rows) fall back to one
+    contiguous along the tile axis (the forward's FP8 transposed V) fall back to one
     element per instruction and are not pipelined (1-byte loads: NOTES.md session 5).
     An empty span stays empty."""
     first = (start // BLOCK) * BLOCK  # start >= 0
