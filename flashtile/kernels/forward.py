@@ -17,6 +17,7 @@ from .common import (LN2, LOAD_DESC, LOAD_PTR64, LOG2E, band_bounds, box_descrip
                      descriptor_ok, descriptors_pay, dot_precision, dropout_keep, head_scalars,
                      launch_scalars, load_block, load_tile, make_descriptor, pointer_mode,
                      query_block, score_tile, seq_strides, store_tile, tile_span, visible_mask)
+from . import forward_hopper
 from .config import cdiv, get_config, padded_head_dim
 
 
@@ -276,6 +277,9 @@ def _probs_kernel(Q, K, Lse, Probs, CuSeqQ, CuSeqK, Alibi, Seed,
 # whether its keys are stored permuted so that P needs no shuffles (dense inputs only).
 FP8_V_TRANSPOSED = True
 FP8_P_PERM = True
+# Dense causal / full attention on Hopper takes the Gluon kernel (forward_hopper.py);
+# False sends everything to the Triton kernel here (A/B runs, benchmarks/gluon_ab.py).
+USE_HOPPER_KERNEL = True
 
 
 def _transposed_v(v: torch.Tensor, permute_keys: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -317,6 +321,13 @@ def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
     is_fp8 = q.dtype == torch.float8_e4m3fn
     out_dtype = torch.bfloat16 if is_fp8 else q.dtype
     varlen = cu_seqlens_q is not None
+    if USE_HOPPER_KERNEL and not varlen and not return_probs and forward_hopper.supports(
+            q, k, v, softmax_scale=softmax_scale, window_left=window_left,
+            window_right=window_right, softcap=softcap, alibi_slopes=alibi_slopes,
+            dropout_p=dropout_p):
+        out, lse = forward_hopper.attention_forward(q, k, v, softmax_scale=softmax_scale,
+                                                    causal=window_right == 0, descales=descales)
+        return out, lse, None
     if varlen:
         total_q, num_heads, head_dim = q.shape
         batch = cu_seqlens_q.numel() - 1

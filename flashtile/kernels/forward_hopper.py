@@ -1,0 +1,355 @@
+"""FlashAttention-3-style forward for Hopper (sm_90), written in Gluon.
+
+Triton's compiler waits on every wgmma right after issuing it, so in the Triton
+kernel (`forward.py`) the tensor cores idle while the softmax runs. Gluon (Triton's
+lower-level dialect) exposes the asynchronous wgmma and its wait explicitly, which
+lets this kernel overlap them the way FlashAttention-3 does within a warpgroup:
+
+    S_next = Q K_j^T        issued
+    O     += P_{j-1} V_{j-1} issued
+    wait for S_next only     (P.V still running)
+    softmax(S_next)          overlaps P.V on the tensor cores
+    wait for P.V, rescale O
+
+K and V tiles move by TMA into a ring of STAGES shared-memory slots, each with its
+own "full" mbarrier; a slot is refilled once both warpgroups finished reading it.
+
+Scope (`hopper_forward_ok` decides; everything else takes the Triton kernel): dense
+(B, S, H, D) inputs on sm_90, fp16 / bf16 / FP8 e4m3, head dim 64 or 128, causal or
+not (no other window), no softcap / ALiBi / dropout / probs, softmax_scale > 0.
+"""
+
+from __future__ import annotations
+
+import torch
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma,
+                                                              warpgroup_mma, warpgroup_mma_wait)
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+from .common import LN2, LOG2E, descriptor_ok
+from .config import interpreter_active
+
+_GL_DTYPES = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16,
+              torch.float8_e4m3fn: gl.float8e4nv}
+
+
+@gluon.jit
+def _loader(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_full, v_full, empty,
+            b, h, hk, m0, n_tiles):
+    """Producer warp: Q's two halves once, then K / V tiles into the ring. A slot is
+    reused once both consumers arrived on its `empty` barrier. (Partitions get their
+    compile-time sizes from the buffers' shapes: Triton 3.6 passes only values.)"""
+    STAGES: gl.constexpr = k_smem.shape[0]
+    BLOCK_N: gl.constexpr = k_smem.shape[2]
+    V_T: gl.constexpr = q_smem.dtype.is_fp8()
+    half: gl.constexpr = q_desc.block_type.shape[1]
+    mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(q_desc, [b, m0, h, 0], q_bar, q_smem.index(0))
+    tma.async_copy_global_to_shared(q_desc, [b, m0 + half, h, 0], q_bar, q_smem.index(1))
+    for j in range(n_tiles):
+        slot = j % STAGES
+        mbarrier.wait(empty.index(slot), ((j // STAGES) & 1) ^ 1, pred=j >= STAGES)
+        mbarrier.expect(k_full.index(slot), k_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(k_desc, [b, j * BLOCK_N, hk, 0], k_full.index(slot),
+                                        k_smem.index(slot))
+        mbarrier.expect(v_full.index(slot), v_desc.block_type.nbytes)
+        if V_T:  # (B, Hk, D, S) copy of V: keys contiguous, as FP8 P.V needs
+            tma.async_copy_global_to_shared(v_desc, [b, hk, 0, j * BLOCK_N],
+                                            v_full.index(slot), v_smem.index(slot))
+        else:
+            tma.async_copy_global_to_shared(v_desc, [b, j * BLOCK_N, hk, 0],
+                                            v_full.index(slot), v_smem.index(slot))
+
+
+@gluon.jit
+def _softmax_step(s, m_i, l_i, rows, n, qk_scale, seqlen_k, diag,
+                  BLOCK_N: gl.constexpr, MASKED: gl.constexpr, s_layout: gl.constexpr):
+    """Online softmax over one score tile s = Q K^T (raw, unscaled; qk_scale > 0 folds
+    softmax_scale * log2(e)): returns (P, alpha, m_new, l_new) in base 2."""
+    if MASKED:  # past the keys' end, or above the diagonal (query i sees keys <= i + diag)
+        cols = n + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+        visible = (cols[None, :] < seqlen_k) & (cols[None, :] <= rows[:, None] + diag)
+        s = gl.where(visible, s, float("-inf"))
+    m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
+    m_ref = gl.where(m_new == float("-inf"), 0.0, m_new)  # all-masked rows stay at 0
+    p = gl.exp2(s * qk_scale - m_ref[:, None])
+    alpha = gl.exp2(m_i - m_ref)
+    l_new = l_i * alpha + gl.sum(p, 1)
+    return p, alpha, m_new, l_new
+
+
+@gluon.jit
+def _softmax_tile(s, m_i, l_i, rows, j, n_full, qk_scale, seqlen_k, diag,
+                  BLOCK_N: gl.constexpr, s_layout: gl.constexpr):
+    """`_softmax_step` of key tile j, with the mask only where the tile needs one."""
+    if j >= n_full:
+        p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, rows, j * BLOCK_N, qk_scale, seqlen_k,
+                                           diag, BLOCK_N, True, s_layout)
+    else:
+        p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, rows, j * BLOCK_N, qk_scale, seqlen_k,
+                                           diag, BLOCK_N, False, s_layout)
+    return p, alpha, m_i, l_i
+
+
+@gluon.jit
+def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, k_full, v_full, empty, Lse,
+              wg, b, h, m0, n_tiles, n_full, diag, seqlen_q, seqlen_k, qk_scale, out_scale,
+              stride_lb, stride_lh):
+    """One warpgroup: 64 query rows (half `wg` of the CTA's block), start to finish.
+    Query i sees keys <= i + diag (causal; diag = seqlen_k otherwise)."""
+    dtype: gl.constexpr = q_smem.dtype
+    IS_FP8: gl.constexpr = dtype.is_fp8()
+    ROWS: gl.constexpr = q_smem.shape[2]
+    HEAD_DIM: gl.constexpr = q_smem.shape[4]
+    STAGES: gl.constexpr = k_smem.shape[0]
+    BLOCK_N: gl.constexpr = k_smem.shape[2]
+    k_width: gl.constexpr = 256 // dtype.primitive_bitwidth
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_N, k_width])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, k_width])
+    p_layout: gl.constexpr = gl.DotOperandLayout(
+        operand_index=0, parent=o_layout, k_width=32 // dtype.primitive_bitwidth)
+    row_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
+
+    r0 = m0 + wg * ROWS
+    rows = r0 + gl.arange(0, ROWS, layout=row_layout)
+    m_i = gl.full([ROWS], float("-inf"), gl.float32, layout=row_layout)
+    l_i = gl.full([ROWS], 0.0, gl.float32, layout=row_layout)
+    acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, layout=o_layout)
+    s_zero = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=s_layout)
+    q = q_smem.index(wg).reshape([ROWS, HEAD_DIM])
+    mbarrier.wait(q_bar, 0)
+
+    if n_tiles > 0:
+        # Prologue: the first score tile and its softmax.
+        mbarrier.wait(k_full.index(0), 0)
+        s = warpgroup_mma(q, _kt(k_smem.index(0), BLOCK_N, HEAD_DIM), s_zero,
+                          use_acc=False, is_async=True)
+        s = warpgroup_mma_wait(0, deps=[s])
+        p, alpha, m_i, l_i = _softmax_tile(s, m_i, l_i, rows, 0, n_full, qk_scale, seqlen_k,
+                                           diag, BLOCK_N, s_layout)
+        for j in range(1, n_tiles):
+            slot = j % STAGES
+            prev = (j - 1) % STAGES
+            mbarrier.wait(k_full.index(slot), (j // STAGES) & 1)
+            s = warpgroup_mma(q, _kt(k_smem.index(slot), BLOCK_N, HEAD_DIM), s_zero,
+                              use_acc=False, is_async=True)
+            mbarrier.wait(v_full.index(prev), ((j - 1) // STAGES) & 1)
+            pv = gl.convert_layout(p.to(dtype), p_layout)
+            acc = warpgroup_mma(pv, _v_operand(v_smem.index(prev), BLOCK_N, HEAD_DIM, IS_FP8),
+                                acc, is_async=True)
+            s = warpgroup_mma_wait(1, deps=[s])  # S_j is ready; P.V may still run
+            p, alpha, m_i, l_i = _softmax_tile(s, m_i, l_i, rows, j, n_full, qk_scale,
+                                               seqlen_k, diag, BLOCK_N, s_layout)
+            acc = _wait_pv(acc, pv, IS_FP8)
+            mbarrier.arrive(empty.index(prev), count=1)  # this warpgroup is done with it
+            acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
+        # The last tile's P.V.
+        last = (n_tiles - 1) % STAGES
+        mbarrier.wait(v_full.index(last), ((n_tiles - 1) // STAGES) & 1)
+        pv = gl.convert_layout(p.to(dtype), p_layout)
+        acc = warpgroup_mma(pv, _v_operand(v_smem.index(last), BLOCK_N, HEAD_DIM, IS_FP8),
+                            acc, is_async=True)
+        acc = _wait_pv(acc, pv, IS_FP8)
+
+    # Normalise once; rows that saw no key get out = 0 and LSE = -inf.
+    empty_row = l_i == 0.0
+    inv_l = out_scale / gl.where(empty_row, 1.0, l_i)
+    out = acc * gl.convert_layout(inv_l, gl.SliceLayout(1, o_layout))[:, None]
+    lse = gl.where(empty_row, float("-inf"),
+                   (m_i + gl.log2(gl.where(empty_row, 1.0, l_i))) * LN2)
+    gl.store(Lse + b.to(gl.int64) * stride_lb + h * stride_lh + rows, lse, mask=rows < seqlen_q)
+    o_tile = o_smem.index(wg)
+    o_tile.reshape([ROWS, HEAD_DIM]).store(out.to(o_desc.dtype))
+    fence_async_shared()  # the copy engine reads o_tile next
+    tma.async_copy_shared_to_global(o_desc, [b, r0, h, 0], o_tile)  # clipped at S
+    tma.store_wait(0)
+
+
+@gluon.jit
+def _fwd_kernel(q_desc, k_desc, v_desc, o_desc, Lse, Descale, stride_lb, stride_lh,
+                stride_desc, num_heads, kv_group, seqlen_q, seqlen_k, qk_scale,
+                HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
+                CAUSAL: gl.constexpr, IS_FP8: gl.constexpr, LONGEST_FIRST: gl.constexpr,
+                CONSUMER_REGS: gl.constexpr, LOADER_REGS: gl.constexpr):
+    """One CTA = 2 * 64 query rows of one (batch, head): a producer warp and two
+    consumer warpgroups (this kernel's 4 warps and a 4-warp worker)."""
+    dtype: gl.constexpr = q_desc.dtype
+    ROWS: gl.constexpr = q_desc.block_type.shape[1]
+    pid_m = gl.program_id(0)
+    if LONGEST_FIRST:  # under a causal mask the last query blocks see the most keys
+        pid_m = gl.num_programs(0) - 1 - pid_m
+    bh = gl.program_id(1)
+    b = bh // num_heads
+    h = bh % num_heads
+    hk = h // kv_group  # GQA: consecutive query heads share one KV head
+    m0 = pid_m * 2 * ROWS
+
+    # Key tiles these rows see: [0, n_tiles); from n_full on they need a mask.
+    if CAUSAL:  # query i sees keys <= i + diag
+        diag = seqlen_k - seqlen_q
+        n_end = gl.minimum(seqlen_k, gl.maximum(m0 + 2 * ROWS + diag, 0))
+        n_full = gl.minimum(gl.maximum(m0 + diag + 1, 0) // BLOCK_N, seqlen_k // BLOCK_N)
+    else:
+        diag = seqlen_k
+        n_end = seqlen_k
+        n_full = seqlen_k // BLOCK_N
+    n_tiles = (n_end + BLOCK_N - 1) // BLOCK_N
+
+    out_scale = gl.to_tensor(1.0)  # (partitions take values, not Python literals)
+    if IS_FP8:  # FlashAttention-3's per-(batch, KV head) descales
+        dbase = Descale + b * (num_heads // kv_group) + hk
+        qk_scale = qk_scale * gl.load(dbase) * gl.load(dbase + stride_desc)
+        out_scale = gl.load(dbase + 2 * stride_desc)
+
+    q_smem = gl.allocate_shared_memory(dtype, [2] + q_desc.block_type.shape, q_desc.layout)
+    k_smem = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape,
+                                       k_desc.layout)
+    v_smem = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape,
+                                       v_desc.layout)
+    o_smem = gl.allocate_shared_memory(o_desc.dtype, [2] + o_desc.block_type.shape,
+                                       o_desc.layout)
+    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    k_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(q_bar, count=1)
+    for i in gl.static_range(STAGES):
+        mbarrier.init(k_full.index(i), count=1)
+        mbarrier.init(v_full.index(i), count=1)
+        mbarrier.init(empty.index(i), count=2)  # one arrive per consumer warpgroup
+
+    consumer_args = (o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, k_full, v_full, empty,
+                     Lse)
+    tail = (b, h, m0, n_tiles, n_full, diag, seqlen_q, seqlen_k, qk_scale, out_scale,
+            stride_lb, stride_lh)
+    gl.warp_specialize([
+        (_consumer, consumer_args + (gl.to_tensor(0), ) + tail),
+        (_consumer, consumer_args + (gl.to_tensor(1), ) + tail),
+        (_loader, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_full, v_full,
+                   empty, b, h, hk, m0, n_tiles)),
+    ], [4, 1], [CONSUMER_REGS, LOADER_REGS])
+
+
+@gluon.jit
+def _wait_pv(acc, pv, IS_FP8: gl.constexpr):
+    """Wait for the P.V wgmma. P's registers are a dependency too (they must outlive the
+    read), except for FP8, whose 8-bit registers the wait cannot carry in Triton 3.6:
+    there ptxas alone orders the reuse."""
+    if IS_FP8:
+        acc = warpgroup_mma_wait(0, deps=[acc])
+    else:
+        acc, pv = warpgroup_mma_wait(0, deps=[acc, pv])
+    return acc
+
+
+@gluon.jit
+def _kt(k_tile, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr):
+    """K^T view of a [1, BLOCK_N, 1, D] K tile: wgmma's B operand."""
+    return k_tile.reshape([BLOCK_N, HEAD_DIM]).permute((1, 0))
+
+
+@gluon.jit
+def _v_operand(v_tile, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, V_T: gl.constexpr):
+    """V as wgmma's B operand [BLOCK_N, D]: a K-major view of V^T for FP8."""
+    if V_T:
+        return v_tile.reshape([HEAD_DIM, BLOCK_N]).permute((1, 0))
+    else:
+        return v_tile.reshape([BLOCK_N, HEAD_DIM])
+
+
+def _descriptor(x: torch.Tensor, block_shape: list[int]) -> TensorDescriptor:
+    layout = gl.NVMMASharedLayout.get_default_for(block_shape, _GL_DTYPES[x.dtype])
+    return TensorDescriptor(x, list(x.shape), list(x.stride()), block_shape, layout)
+
+
+# (dtype class, head dim) -> (key tile, ring slots, consumer / loader registers). The
+# query block is always 2 x 64 rows (two consumer warpgroups).
+# 64-key tiles, 3 slots won at d128 (benchmarks/NOTES.md, session 6).
+CONFIGS = {
+    ("16bit", 64): (128, 3, 232, 40),
+    ("16bit", 128): (64, 3, 232, 40),
+    ("fp8", 64): (128, 3, 232, 40),
+    ("fp8", 128): (64, 3, 232, 40),
+}
+# Rows of CONFIGS the dispatch uses. FP8 stays on the Triton kernel, which is faster
+# there (its P needs no shuffles: forward._permute_keys); gluon_ab.py A/Bs every row.
+ENABLED = {("16bit", 64), ("16bit", 128)}
+ROWS = 64  # query rows per consumer warpgroup
+
+
+def _row(dtype: torch.dtype, head_dim: int) -> tuple[str, int]:
+    return ("fp8" if dtype == torch.float8_e4m3fn else "16bit", head_dim)
+
+
+def supports(q, k, v, *, softmax_scale, window_left, window_right, softcap, alibi_slopes,
+             dropout_p) -> bool:
+    """True when this kernel can run the call: see the module doc for the scope."""
+    if not (q.is_cuda and q.dim() == 4) or interpreter_active():
+        return False
+    if torch.cuda.get_device_capability(q.device) != (9, 0):
+        return False
+    if q.dtype not in _GL_DTYPES or _row(q.dtype, q.shape[-1]) not in ENABLED:
+        return False
+    if window_left != -1 or window_right not in (-1, 0):
+        return False
+    if softcap != 0.0 or alibi_slopes is not None or dropout_p > 0.0 or softmax_scale <= 0:
+        return False
+    return min(q.shape[1], k.shape[1]) > 0 and descriptor_ok(q, k, v)
+
+
+def attention_forward(q, k, v, *, softmax_scale: float, causal: bool, descales=None):
+    """(out, lse) like `forward.attention_forward` for a call `supports` accepted."""
+    batch, seqlen_q, num_heads, head_dim = q.shape
+    is_fp8 = q.dtype == torch.float8_e4m3fn
+    out = torch.empty(q.shape, dtype=torch.bfloat16 if is_fp8 else q.dtype, device=q.device)
+    lse = torch.empty((batch, num_heads, seqlen_q), dtype=torch.float32, device=q.device)
+    block_n, stages, consumer_regs, loader_regs = CONFIGS[_row(q.dtype, head_dim)]
+    vt = descale = None
+    if is_fp8:
+        vt = _v_transposed(v)
+        kv_heads = k.shape[2]
+        descale = (torch.stack(descales) if descales is not None  # (3, B, Hk)
+                   else torch.ones((3, batch, kv_heads), dtype=torch.float32, device=q.device))
+    hopper_forward(q, k, v, out, lse, softmax_scale=softmax_scale, causal=causal,
+                   block_n=block_n, stages=stages, regs=(consumer_regs, loader_regs),
+                   longest_first=True, vt=vt, descale=descale)
+    return out, lse
+
+
+def _v_transposed(v: torch.Tensor) -> torch.Tensor:
+    """V as (B, Hk, D, S') with keys contiguous (FP8 wgmma reads B K-major), S' the
+    sequence padded to a multiple of 16 so the descriptor's row stride is aligned."""
+    batch, seqlen, kv_heads, head_dim = v.shape
+    padded = -(-seqlen // 16) * 16
+    vt = torch.empty((batch, kv_heads, head_dim, padded), dtype=v.dtype, device=v.device)
+    if padded != seqlen:
+        vt[..., seqlen:].zero_()
+    vt[..., :seqlen].copy_(v.permute(0, 2, 3, 1))
+    return vt
+
+
+def hopper_forward(q, k, v, out, lse, *, softmax_scale: float, causal: bool, block_n: int,
+                   stages: int, regs: tuple[int, int], longest_first: bool, vt=None,
+                   descale=None):
+    """Launch the Gluon kernel. q, k, v, out: (B, S, H, D); lse (B, H, Sq) fp32.
+    FP8: vt is V^T (B, Hk, D, S'), descale fp32 (3, B, Hk)."""
+    batch, seqlen_q, num_heads, head_dim = q.shape
+    seqlen_k, kv_heads = k.shape[1], k.shape[2]
+    is_fp8 = vt is not None
+    q_desc = _descriptor(q, [1, ROWS, 1, head_dim])
+    k_desc = _descriptor(k, [1, block_n, 1, head_dim])
+    v_desc = (_descriptor(vt, [1, 1, head_dim, block_n]) if is_fp8
+              else _descriptor(v, [1, block_n, 1, head_dim]))
+    o_desc = _descriptor(out, [1, ROWS, 1, head_dim])
+    grid = (-(-seqlen_q // (2 * ROWS)), batch * num_heads)
+    _fwd_kernel[grid](
+        q_desc, k_desc, v_desc, o_desc, lse, descale if is_fp8 else lse,
+        lse.stride(0), lse.stride(1), batch * kv_heads, num_heads, num_heads // kv_heads,
+        seqlen_q, seqlen_k, softmax_scale * LOG2E,
+        HEAD_DIM=head_dim, BLOCK_N=block_n, STAGES=stages, CAUSAL=causal, IS_FP8=is_fp8,
+        LONGEST_FIRST=longest_first and causal, CONSUMER_REGS=regs[0], LOADER_REGS=regs[1],
+        num_warps=4)
