@@ -3,6 +3,7 @@ what the loop body turns into: no device time spent to read TTGIR, PTX and ptxas
 register / spill report.
 
     python3 benchmarks/offline_compile.py fwd --dtype fp8 --head-dim 128 --dump /tmp/k
+    python3 benchmarks/offline_compile.py fwd_gluon --head-dim 128 --causal --sass
 
 Runs the real launcher (`forward.attention_forward`) on CPU tensors with Triton's
 driver replaced by a stub that reports an sm_90 target, catches the launch in
@@ -77,8 +78,9 @@ def options_of(comp) -> dict:
 
 
 def compile_sm90(fn, signature, constants, attrs, options):
-    src = triton.compiler.ASTSource(fn, signature, constants, attrs)
-    return triton.compile(src, target=TARGET, options=options)
+    from triton.experimental.gluon._runtime import GluonASTSource, GluonJITFunction
+    source = GluonASTSource if isinstance(fn, GluonJITFunction) else triton.compiler.ASTSource
+    return triton.compile(source(fn, signature, constants, attrs), target=TARGET, options=options)
 
 
 def ptxas_report(ptx: str) -> str:
@@ -152,6 +154,26 @@ def forward_launch(args):
         dropout_p=0.0, seed=None, return_probs=False, descales=descales)
 
 
+def gluon_forward_launch(args):
+    """The Gluon forward (forward_hopper.py) with its CONFIGS row, or --config
+    block_n,stages,consumer_regs,loader_regs."""
+    from flashtile.kernels import forward_hopper
+    dtype = DTYPES[args.dtype]
+    shape = (args.batch, args.seqlen, args.heads, args.head_dim)
+    q, k, v = (torch.randn(shape).to(dtype) for _ in range(3))
+    is_fp8 = args.dtype == "fp8"
+    out = torch.empty(shape, dtype=torch.bfloat16 if is_fp8 else dtype)
+    lse = torch.empty(args.batch, args.heads, args.seqlen)
+    row = forward_hopper._row(dtype, args.head_dim)
+    cfg = ([int(x) for x in args.config.split(",")] if args.config
+           else forward_hopper.CONFIGS[row])
+    return lambda: forward_hopper.hopper_forward(
+        q, k, v, out, lse, softmax_scale=args.head_dim ** -0.5, causal=args.causal,
+        block_n=cfg[0], stages=cfg[1], regs=(cfg[2], cfg[3]), longest_first=True,
+        vt=forward_hopper._v_transposed(v) if is_fp8 else None,
+        descale=torch.ones(3, args.batch, args.heads) if is_fp8 else None)
+
+
 def backward_launch(args):
     if args.dtype == "fp8":
         raise SystemExit("bwd: FP8 is forward-only")
@@ -168,14 +190,15 @@ def backward_launch(args):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("pass_name", choices=["fwd", "bwd"])
+    ap.add_argument("pass_name", choices=["fwd", "bwd", "fwd_gluon"])
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp8"])
     ap.add_argument("--head-dim", type=int, default=128)
     ap.add_argument("--seqlen", type=int, default=8192)
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--heads", type=int, default=16)
     ap.add_argument("--causal", action="store_true")
-    ap.add_argument("--config", help="block_m,block_n,warps,stages[,tma] overriding the table")
+    ap.add_argument("--config", help="block_m,block_n,warps,stages[,tma] overriding the table"
+                    " (fwd_gluon: block_n,stages,consumer_regs,loader_regs)")
     ap.add_argument("--table-key", help="which pass --config overrides (e.g. bwd_dkdv)")
     ap.add_argument("--set", action="append", default=[],
                     help="forward module switch NAME=0/1 (e.g. FP8_V_TRANSPOSED=0)")
@@ -187,12 +210,13 @@ def main(argv=None):
     for item in args.set:
         name, val = item.split("=")
         setattr(forward if hasattr(forward, name) else backward, name, bool(int(val)))
-    if args.config:
+    if args.config and args.pass_name != "fwd_gluon":
         f = [int(x) for x in args.config.split(",")]
         key = (args.table_key or "fwd", config._dtype_class(DTYPES[args.dtype]),
                config.padded_head_dim(args.head_dim))
         config._GPU_TABLE[key] = config.KernelConfig(*f[:4], bool(f[4]) if len(f) > 4 else False)
-    launch = forward_launch if args.pass_name == "fwd" else backward_launch
+    launch = {"fwd": forward_launch, "bwd": backward_launch,
+              "fwd_gluon": gluon_forward_launch}[args.pass_name]
     for fn, *spec in capture_launch(launch(args)):
         compiled = compile_sm90(fn, *spec)
         print(f"{fn.__name__}  " + "\n".join(summarise(compiled)))

@@ -1,0 +1,37 @@
+"""CPU checks of the Gluon forward's dispatch rules (the kernel itself: test_gpu_hopper.py)."""
+
+import torch
+
+from flashtile.kernels import forward_hopper
+
+
+def _supports(q, k, v, **over):
+    options = dict(softmax_scale=0.1, window_left=-1, window_right=0, softcap=0.0,
+                   alibi_slopes=None, dropout_p=0.0)
+    options.update(over)
+    return forward_hopper.supports(q, k, v, **options)
+
+
+def test_cpu_tensors_never_take_the_gluon_kernel():
+    q = torch.randn(1, 256, 2, 128, dtype=torch.bfloat16)
+    assert not _supports(q, q, q)
+
+
+def test_enabled_rows_have_configs():
+    assert forward_hopper.ENABLED <= set(forward_hopper.CONFIGS)
+    for (dtype_class, head_dim), row in forward_hopper.CONFIGS.items():
+        block_n, stages, consumer_regs, loader_regs = row
+        assert dtype_class in ("16bit", "fp8") and head_dim in (64, 128)
+        # setmaxnreg: multiples of 8 within 24..256; two consumer warpgroups + the loader
+        # warpgroup must fit the SM's 64k registers
+        assert consumer_regs % 8 == 0 and loader_regs % 8 == 0
+        assert 2 * 128 * consumer_regs + 128 * loader_regs <= 65536
+        assert block_n in (64, 128) and stages >= 2
+
+
+def test_fp8_v_transposed_is_padded_to_16_keys():
+    v = torch.randn(2, 37, 3, 64)
+    vt = forward_hopper._v_transposed(v)
+    assert vt.shape == (2, 3, 64, 48)
+    torch.testing.assert_close(vt[..., :37], v.permute(0, 2, 3, 1))
+    assert (vt[..., 37:] == 0).all()
