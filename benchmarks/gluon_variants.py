@@ -4,7 +4,8 @@ Triton forward, in one process: 16k tokens, model dim 2048, forward TFLOP/s.
     python3 benchmarks/gluon_variants.py --out "$OUT" --seqlen 16384 \
         --variants 128,2,232,40 128,2,240,24 64,3,232,40
 
-A variant is block_n,stages,consumer_regs,loader_regs. Writes gluon_variants.json.
+A variant is block_n,stages,consumer_regs,loader_regs[,pingpong (0/1, default 1)].
+Writes gluon_variants_d<head dim>.json.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ def main():
             for name in ["triton", *args.variants]:
                 gluon = name != "triton"
                 if gluon:
-                    forward_hopper.CONFIGS[(dtype, d)] = tuple(int(x) for x in name.split(","))
+                    fields = [int(x) for x in name.split(",")]
+                    forward_hopper.CONFIGS[(dtype, d)] = tuple(fields[:4])
+                    forward_hopper.PINGPONG = bool(fields[4]) if len(fields) > 4 else True
                 fn = gluon_ab._flashtile(gluon, dtype == "fp8")
                 call = bench.rotating(lambda q, k, v, fn=fn: fn(q, k, v, causal), use)
                 with torch.no_grad():
@@ -56,7 +59,7 @@ def main():
             print(*rows[-1], flush=True)
     print(f"\n{torch.cuda.get_device_name()}, d{d}, S={seqlen}, forward TFLOP/s")
     print(bench.table(["dtype", "causal", "triton", *args.variants], rows))
-    with open(os.path.join(args.out, "gluon_variants.json"), "w") as f:
+    with open(os.path.join(args.out, f"gluon_variants_d{d}.json"), "w") as f:
         json.dump(dict(gpu=torch.cuda.get_device_name(), results=results), f, indent=1)
 
 

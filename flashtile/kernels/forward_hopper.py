@@ -40,8 +40,8 @@ _GL_DTYPES = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16,
 
 
 @gluon.jit
-def _loader(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_full, v_full, empty,
-            b, h, hk, m0, n_tiles):
+def _loader(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, full, empty, b, h, hk,
+            m0, n_tiles):
     """Producer warp: Q's two halves once, then K / V tiles into the ring. A slot is
     reused once both consumers arrived on its `empty` barrier. (Partitions get their
     compile-time sizes from the buffers' shapes: Triton 3.6 passes only values.)"""
@@ -55,16 +55,15 @@ def _loader(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_full, v_ful
     for j in range(n_tiles):
         slot = j % STAGES
         mbarrier.wait(empty.index(slot), ((j // STAGES) & 1) ^ 1, pred=j >= STAGES)
-        mbarrier.expect(k_full.index(slot), k_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(k_desc, [b, j * BLOCK_N, hk, 0], k_full.index(slot),
-                                        k_smem.index(slot))
-        mbarrier.expect(v_full.index(slot), v_desc.block_type.nbytes)
+        bar = full.index(slot)
+        mbarrier.expect(bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(k_desc, [b, j * BLOCK_N, hk, 0], bar, k_smem.index(slot))
         if V_T:  # (B, Hk, D, S) copy of V: keys contiguous, as FP8 P.V needs
-            tma.async_copy_global_to_shared(v_desc, [b, hk, 0, j * BLOCK_N],
-                                            v_full.index(slot), v_smem.index(slot))
+            tma.async_copy_global_to_shared(v_desc, [b, hk, 0, j * BLOCK_N], bar,
+                                            v_smem.index(slot))
         else:
-            tma.async_copy_global_to_shared(v_desc, [b, j * BLOCK_N, hk, 0],
-                                            v_full.index(slot), v_smem.index(slot))
+            tma.async_copy_global_to_shared(v_desc, [b, j * BLOCK_N, hk, 0], bar,
+                                            v_smem.index(slot))
 
 
 @gluon.jit
@@ -98,9 +97,9 @@ def _softmax_tile(s, m_i, l_i, rows, j, n_full, qk_scale, seqlen_k, diag,
 
 
 @gluon.jit
-def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, k_full, v_full, empty, Lse,
-              wg, b, h, m0, n_tiles, n_full, diag, seqlen_q, seqlen_k, qk_scale, out_scale,
-              stride_lb, stride_lh):
+def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, full, empty, Lse, wg, b, h,
+              m0, n_tiles, n_full, diag, seqlen_q, seqlen_k, qk_scale, out_scale, stride_lb,
+              stride_lh):
     """One warpgroup: 64 query rows (half `wg` of the CTA's block), start to finish.
     Query i sees keys <= i + diag (causal; diag = seqlen_k otherwise)."""
     dtype: gl.constexpr = q_smem.dtype
@@ -129,7 +128,7 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, k_full, v_full, emp
 
     if n_tiles > 0:
         # Prologue: the first score tile and its softmax.
-        mbarrier.wait(k_full.index(0), 0)
+        mbarrier.wait(full.index(0), 0)
         s = warpgroup_mma(q, _kt(k_smem.index(0), BLOCK_N, HEAD_DIM), s_zero,
                           use_acc=False, is_async=True)
         s = warpgroup_mma_wait(0, deps=[s])
@@ -138,11 +137,10 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, k_full, v_full, emp
         for j in range(1, n_tiles):
             slot = j % STAGES
             prev = (j - 1) % STAGES
-            mbarrier.wait(k_full.index(slot), (j // STAGES) & 1)
+            mbarrier.wait(full.index(slot), (j // STAGES) & 1)  # V_{j-1} came with K_{j-1}
+            pv = gl.convert_layout(p.to(dtype), p_layout)
             s = warpgroup_mma(q, _kt(k_smem.index(slot), BLOCK_N, HEAD_DIM), s_zero,
                               use_acc=False, is_async=True)
-            mbarrier.wait(v_full.index(prev), ((j - 1) // STAGES) & 1)
-            pv = gl.convert_layout(p.to(dtype), p_layout)
             acc = warpgroup_mma(pv, _v_operand(v_smem.index(prev), BLOCK_N, HEAD_DIM, IS_FP8),
                                 acc, is_async=True)
             s = warpgroup_mma_wait(1, deps=[s])  # S_j is ready; P.V may still run
@@ -153,7 +151,6 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, k_full, v_full, emp
             acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
         # The last tile's P.V.
         last = (n_tiles - 1) % STAGES
-        mbarrier.wait(v_full.index(last), ((n_tiles - 1) // STAGES) & 1)
         pv = gl.convert_layout(p.to(dtype), p_layout)
         acc = warpgroup_mma(pv, _v_operand(v_smem.index(last), BLOCK_N, HEAD_DIM, IS_FP8),
                             acc, is_async=True)
@@ -217,24 +214,21 @@ def _fwd_kernel(q_desc, k_desc, v_desc, o_desc, Lse, Descale, stride_lb, stride_
     o_smem = gl.allocate_shared_memory(o_desc.dtype, [2] + o_desc.block_type.shape,
                                        o_desc.layout)
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    k_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    v_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     mbarrier.init(q_bar, count=1)
     for i in gl.static_range(STAGES):
-        mbarrier.init(k_full.index(i), count=1)
-        mbarrier.init(v_full.index(i), count=1)
+        mbarrier.init(full.index(i), count=1)
         mbarrier.init(empty.index(i), count=2)  # one arrive per consumer warpgroup
 
-    consumer_args = (o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, k_full, v_full, empty,
-                     Lse)
+    consumer_args = (o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, full, empty, Lse)
     tail = (b, h, m0, n_tiles, n_full, diag, seqlen_q, seqlen_k, qk_scale, out_scale,
             stride_lb, stride_lh)
     gl.warp_specialize([
         (_consumer, consumer_args + (gl.to_tensor(0), ) + tail),
         (_consumer, consumer_args + (gl.to_tensor(1), ) + tail),
-        (_loader, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_full, v_full,
-                   empty, b, h, hk, m0, n_tiles)),
+        (_loader, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, full, empty, b, h,
+                   hk, m0, n_tiles)),
     ], [4, 1], [CONSUMER_REGS, LOADER_REGS])
 
 
