@@ -31,6 +31,7 @@ def launches(monkeypatch):
     monkeypatch.setattr(forward_hopper, "hopper_forward", counted)
     monkeypatch.setattr(forward, "USE_HOPPER_KERNEL", True)  # whatever the defaults
     monkeypatch.setattr(forward_hopper, "ENABLED", set(forward_hopper.CONFIGS))
+    monkeypatch.setattr(forward_hopper, "MIN_FLOPS", 0.0)  # small shapes take it too
     return count
 
 

@@ -35,3 +35,15 @@ def test_fp8_v_transposed_is_padded_to_16_keys():
     assert vt.shape == (2, 3, 64, 48)
     torch.testing.assert_close(vt[..., :37], v.permute(0, 2, 3, 1))
     assert (vt[..., 37:] == 0).all()
+
+
+def test_small_launches_stay_on_the_triton_kernel(monkeypatch):
+    """The size rule alone: a CUDA-looking call below MIN_FLOPS is refused."""
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(forward_hopper, "interpreter_active", lambda: False)
+    monkeypatch.setattr(forward_hopper, "descriptor_ok", lambda *t: True)
+    small = torch.empty(1, 256, 2, 128, dtype=torch.bfloat16)
+    big = torch.empty(1, 8192, 16, 128, dtype=torch.bfloat16)
+    assert not _supports(small, small, small)
+    assert _supports(big, big, big)

@@ -292,11 +292,17 @@ def descriptor_ok(*tensors: torch.Tensor) -> bool:
 TMA_MIN_FLOPS = 2e10
 
 
+def forward_flops(batch: int, heads: int, seqlen_q: int, seqlen_k: int, head_dim: int,
+                  causal: bool) -> float:
+    """Matmul flops of a forward (two matmuls, halved under a causal mask)."""
+    return 4.0 * batch * heads * seqlen_q * seqlen_k * head_dim * (0.5 if causal else 1.0)
+
+
 def descriptors_pay(batch: int, heads: int, seqlen_q: int, seqlen_k: int, head_dim: int,
                     causal: bool) -> bool:
     """True when a forward of this size is long enough to repay building descriptors
     (always in the interpreter, where the descriptor path is what is being tested)."""
-    flops = 4.0 * batch * heads * seqlen_q * seqlen_k * head_dim * (0.5 if causal else 1.0)
+    flops = forward_flops(batch, heads, seqlen_q, seqlen_k, head_dim, causal)
     return flops >= TMA_MIN_FLOPS or interpreter_active()
 
 

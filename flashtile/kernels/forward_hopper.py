@@ -32,7 +32,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                               warpgroup_mma, warpgroup_mma_wait)
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from .common import LN2, LOG2E, descriptor_ok
+from .common import LN2, LOG2E, descriptor_ok, forward_flops
 from .config import interpreter_active
 
 _GL_DTYPES = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16,
@@ -282,6 +282,10 @@ CONFIGS = {
 # it is 3-10% slower below 8k; FP8 is slower everywhere (the Triton kernel's P needs
 # no shuffles: forward._permute_keys).
 ENABLED = {("16bit", 128)}
+# Below ~0.2 ms of GPU work the call is host-bound, and this launch (four Gluon
+# TensorDescriptors, validated in Python) costs the host more than the Triton one: at
+# d128 1k tokens x 16 the Triton kernel won by 13-26% (session 6, NOTES.md).
+MIN_FLOPS = 1e11
 ROWS = 64  # query rows per consumer warpgroup
 
 
@@ -302,7 +306,11 @@ def supports(q, k, v, *, softmax_scale, window_left, window_right, softcap, alib
         return False
     if softcap != 0.0 or alibi_slopes is not None or dropout_p > 0.0 or softmax_scale <= 0:
         return False
-    return min(q.shape[1], k.shape[1]) > 0 and descriptor_ok(q, k, v)
+    batch, seqlen_q, heads, head_dim = q.shape
+    if forward_flops(batch, heads, seqlen_q, k.shape[1], head_dim,
+                     window_right == 0) < MIN_FLOPS:
+        return False
+    return min(seqlen_q, k.shape[1]) > 0 and descriptor_ok(q, k, v)
 
 
 def attention_forward(q, k, v, *, softmax_scale: float, causal: bool, descales=None):
