@@ -42,7 +42,7 @@ def main():
         use = sets8 if dtype == "fp8" else sets
         for causal in (False, True):
             flops = bench.attention_flops(batch, heads, seqlen, seqlen, d, causal, "fwd")
-            tf = {}
+            tf, err, ref = {}, {}, None
             for name in ["triton", *args.variants]:
                 gluon = name != "triton"
                 if gluon:
@@ -51,14 +51,19 @@ def main():
                     forward_hopper.PINGPONG = bool(fields[4]) if len(fields) > 4 else True
                 fn = gluon_ab._flashtile(gluon, dtype == "fp8")
                 call = bench.rotating(lambda q, k, v, fn=fn: fn(q, k, v, causal), use)
-                with torch.no_grad():
+                with torch.no_grad():  # each variant's output against the Triton kernel's
+                    out = fn(*use[0], causal).float()
+                    ref = out if ref is None else ref
+                    err[name] = (out - ref).abs().max().item()
                     tf[name] = bench.tflops(flops, bench.benchmark_ms(call, "cuda"))
             forward.USE_HOPPER_KERNEL = True
-            results.append(dict(dtype=dtype, d=d, seqlen=seqlen, causal=causal, tflops=tf))
-            rows.append([dtype, str(causal)] + [f"{tf[n]:.0f}" for n in tf])
+            results.append(dict(dtype=dtype, d=d, seqlen=seqlen, causal=causal, tflops=tf,
+                                max_abs_diff_vs_triton=err))
+            rows.append([dtype, str(causal)] + [f"{tf[n]:.0f}" for n in tf]
+                        + [f"{max(err.values()):.1e}"])
             print(*rows[-1], flush=True)
     print(f"\n{torch.cuda.get_device_name()}, d{d}, S={seqlen}, forward TFLOP/s")
-    print(bench.table(["dtype", "causal", "triton", *args.variants], rows))
+    print(bench.table(["dtype", "causal", "triton", *args.variants, "max |diff|"], rows))
     with open(os.path.join(args.out, f"gluon_variants_d{d}.json"), "w") as f:
         json.dump(dict(gpu=torch.cuda.get_device_name(), results=results), f, indent=1)
 
