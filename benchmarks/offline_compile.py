@@ -170,7 +170,7 @@ def gluon_forward_launch(args):
     return lambda: forward_hopper.hopper_forward(
         q, k, v, out, lse, softmax_scale=args.head_dim ** -0.5, causal=args.causal,
         block_n=cfg[0], stages=cfg[1], regs=(cfg[2], cfg[3]), longest_first=True,
-        vt=forward_hopper._v_transposed(v) if is_fp8 else None,
+        vt=forward_hopper.transposed_v(v, True)[1] if is_fp8 else None,
         descale=torch.ones(3, args.batch, args.heads) if is_fp8 else None)
 
 

@@ -29,14 +29,6 @@ def test_enabled_rows_have_configs():
         assert block_n in (64, 128) and stages >= 2
 
 
-def test_fp8_v_transposed_is_padded_to_16_keys():
-    v = torch.randn(2, 37, 3, 64)
-    vt = forward_hopper._v_transposed(v)
-    assert vt.shape == (2, 3, 64, 48)
-    torch.testing.assert_close(vt[..., :37], v.permute(0, 2, 3, 1))
-    assert (vt[..., 37:] == 0).all()
-
-
 def test_small_launches_stay_on_the_triton_kernel(monkeypatch):
     """The size rule alone: a CUDA-looking call below MIN_FLOPS is refused."""
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))

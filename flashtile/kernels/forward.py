@@ -16,9 +16,12 @@ import triton.language as tl
 from .common import (LN2, LOAD_DESC, LOAD_PTR64, LOG2E, band_bounds, box_descriptor,
                      descriptor_ok, descriptors_pay, dot_precision, dropout_keep, head_scalars,
                      launch_scalars, load_block, load_tile, make_descriptor, pointer_mode,
-                     query_block, score_tile, seq_strides, store_tile, tile_span, visible_mask)
+                     query_block, score_tile, seq_strides, store_tile, tile_span, transposed_v,
+                     visible_mask)
 from . import forward_hopper
 from .config import cdiv, get_config, padded_head_dim
+
+_transposed_v = transposed_v  # (the name tests and older scripts use)
 
 
 @triton.jit
@@ -51,7 +54,7 @@ def _permute_keys(p, BLOCK_N: tl.constexpr):
     wgmma A operand wants them: no shuffles. Within every 16 keys, key bits
     (b3 b2 b1 b0) go to position (b2 b1 b3 b0): the accumulator layout gives a thread
     key bits b1 b2 from its lane, the fp8 A layout wants them at b2 b3. V^T's keys are
-    stored in the same order (`_transposed_v`), so P.V is unchanged."""
+    stored in the same order (`common.transposed_v`), so P.V is unchanged."""
     rows: tl.constexpr = p.shape[0]
     p = p.reshape(rows, BLOCK_N // 16, 2, 2, 2, 2)  # [.., b3, b2, b1, b0]
     p = p.permute(0, 1, 3, 4, 2, 5)  # [.., b2, b1, b3, b0]
@@ -282,33 +285,6 @@ FP8_P_PERM = True
 USE_HOPPER_KERNEL = True
 
 
-def _transposed_v(v: torch.Tensor, permute_keys: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """V copied with keys contiguous per (batch, KV head, channel): FP8 P.V needs V
-    K-major on Hopper. Returns the copy viewed back in V's shape (for the pointer
-    path), the copy itself ((B, Hk, D, S) or (Hk, D, total): descriptors need a
-    contiguous last dim) and the stride between channels.
-
-    permute_keys (dense only): keys stored in `_permute_keys`' order within each 16,
-    the sequence zero-padded to a multiple of 16 first."""
-    if not permute_keys:
-        perm = (0, 2, 3, 1) if v.dim() == 4 else (1, 2, 0)  # (.., S, Hk, D) -> (.., Hk, D, S)
-        inv = (0, 3, 1, 2) if v.dim() == 4 else (2, 0, 1)
-        vt = v.permute(*perm).contiguous()
-        return vt.permute(*inv), vt, vt.stride(-2)
-    batch, seqlen, kv_heads, head_dim = v.shape
-    padded = -(-seqlen // 16) * 16
-    if padded != seqlen:
-        v_pad = torch.zeros((batch, padded, kv_heads, head_dim), dtype=v.dtype, device=v.device)
-        v_pad[:, :seqlen] = v
-        v = v_pad
-    vt = torch.empty((batch, kv_heads, head_dim, padded), dtype=v.dtype, device=v.device)
-    # vt[b, h, d, (g, b2, b1, b3, b0)] = v[b, (g, b3, b2, b1, b0), h, d]
-    src = v.view(batch, padded // 16, 2, 2, 2, 2, kv_heads, head_dim)
-    vt.view(batch, kv_heads, head_dim, padded // 16, 2, 2, 2, 2).copy_(
-        src.permute(0, 6, 7, 1, 3, 4, 2, 5))
-    return vt.permute(0, 3, 1, 2), vt, vt.stride(-2)
-
-
 def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                       softmax_scale: float, window_left: int, window_right: int, softcap: float,
                       alibi_slopes, dropout_p: float, seed, return_probs: bool,
@@ -364,7 +340,7 @@ def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
     v_t = is_fp8 and FP8_V_TRANSPOSED
     p_perm = v_t and FP8_P_PERM and not varlen
     if v_t:
-        v, vt, stride_vd = _transposed_v(v, p_perm)
+        v, vt, stride_vd = transposed_v(v, p_perm)
     if is_fp8:
         descale = (torch.stack(descales) if descales is not None  # (3, B, Hk)
                    else torch.ones((3, batch, kv_heads), dtype=torch.float32, device=q.device))

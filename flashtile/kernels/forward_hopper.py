@@ -32,7 +32,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                               warpgroup_mma, warpgroup_mma_wait)
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from .common import LN2, LOG2E, descriptor_ok, forward_flops
+from .common import LN2, LOG2E, descriptor_ok, forward_flops, transposed_v
 from .config import interpreter_active
 
 _GL_DTYPES = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16,
@@ -138,7 +138,7 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, full, empty, Lse, w
             slot = j % STAGES
             prev = (j - 1) % STAGES
             mbarrier.wait(full.index(slot), (j // STAGES) & 1)  # V_{j-1} came with K_{j-1}
-            pv = gl.convert_layout(p.to(dtype), p_layout)
+            pv = _p_operand(p, dtype, p_layout)
             s = warpgroup_mma(q, _kt(k_smem.index(slot), BLOCK_N, HEAD_DIM), s_zero,
                               use_acc=False, is_async=True)
             acc = warpgroup_mma(pv, _v_operand(v_smem.index(prev), BLOCK_N, HEAD_DIM, IS_FP8),
@@ -151,7 +151,7 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, full, empty, Lse, w
             acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
         # The last tile's P.V.
         last = (n_tiles - 1) % STAGES
-        pv = gl.convert_layout(p.to(dtype), p_layout)
+        pv = _p_operand(p, dtype, p_layout)
         acc = warpgroup_mma(pv, _v_operand(v_smem.index(last), BLOCK_N, HEAD_DIM, IS_FP8),
                             acc, is_async=True)
         acc = _wait_pv(acc, pv, IS_FP8)
@@ -248,6 +248,22 @@ def _wait_pv(acc, pv, IS_FP8: gl.constexpr):
 
 
 @gluon.jit
+def _p_operand(p, dtype: gl.constexpr, p_layout: gl.constexpr):
+    """P (fp32, score-tile layout) as the register A operand of P.V. FP8: key columns
+    reordered within each 16 exactly as `forward._permute_keys` does in the Triton
+    kernel, so that the accumulator registers already sit where the 8-bit operand wants
+    them, no shuffles; `common.transposed_v` stores V^T's keys in the same order."""
+    ROWS: gl.constexpr = p.shape[0]
+    BLOCK_N: gl.constexpr = p.shape[1]
+    p = p.to(dtype)
+    if dtype.is_fp8():
+        p = gl.reshape(p, [ROWS, BLOCK_N // 16, 2, 2, 2, 2])  # [.., b3, b2, b1, b0]
+        p = gl.permute(p, [0, 1, 3, 4, 2, 5])  # [.., b2, b1, b3, b0]
+        p = gl.reshape(p, [ROWS, BLOCK_N])
+    return gl.convert_layout(p, p_layout)
+
+
+@gluon.jit
 def _kt(k_tile, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr):
     """K^T view of a [1, BLOCK_N, 1, D] K tile: wgmma's B operand."""
     return k_tile.reshape([BLOCK_N, HEAD_DIM]).permute((1, 0))
@@ -322,7 +338,7 @@ def attention_forward(q, k, v, *, softmax_scale: float, causal: bool, descales=N
     block_n, stages, consumer_regs, loader_regs = CONFIGS[_row(q.dtype, head_dim)]
     vt = descale = None
     if is_fp8:
-        vt = _v_transposed(v)
+        vt = transposed_v(v, permute_keys=True)[1]  # keys in _p_operand's order
         kv_heads = k.shape[2]
         descale = (torch.stack(descales) if descales is not None  # (3, B, Hk)
                    else torch.ones((3, batch, kv_heads), dtype=torch.float32, device=q.device))
@@ -330,18 +346,6 @@ def attention_forward(q, k, v, *, softmax_scale: float, causal: bool, descales=N
                    block_n=block_n, stages=stages, regs=(consumer_regs, loader_regs),
                    longest_first=True, vt=vt, descale=descale)
     return out, lse
-
-
-def _v_transposed(v: torch.Tensor) -> torch.Tensor:
-    """V as (B, Hk, D, S') with keys contiguous (FP8 wgmma reads B K-major), S' the
-    sequence padded to a multiple of 16 so the descriptor's row stride is aligned."""
-    batch, seqlen, kv_heads, head_dim = v.shape
-    padded = -(-seqlen // 16) * 16
-    vt = torch.empty((batch, kv_heads, head_dim, padded), dtype=v.dtype, device=v.device)
-    if padded != seqlen:
-        vt[..., seqlen:].zero_()
-    vt[..., :seqlen].copy_(v.permute(0, 2, 3, 1))
-    return vt
 
 
 def hopper_forward(q, k, v, out, lse, *, softmax_scale: float, causal: bool, block_n: int,
