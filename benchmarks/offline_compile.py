@@ -156,7 +156,7 @@ def forward_launch(args):
 
 def gluon_forward_launch(args):
     """The Gluon forward (forward_hopper.py) with its CONFIGS row, or --config
-    block_n,stages,consumer_regs,loader_regs."""
+    block_n,stages,consumer_regs,loader_regs patched into that row."""
     from flashtile.kernels import forward_hopper
     dtype = DTYPES[args.dtype]
     shape = (args.batch, args.seqlen, args.heads, args.head_dim)
@@ -164,13 +164,11 @@ def gluon_forward_launch(args):
     is_fp8 = args.dtype == "fp8"
     out = torch.empty(shape, dtype=torch.bfloat16 if is_fp8 else dtype)
     lse = torch.empty(args.batch, args.heads, args.seqlen)
-    row = forward_hopper._row(dtype, args.head_dim)
-    cfg = ([int(x) for x in args.config.split(",")] if args.config
-           else forward_hopper.CONFIGS[row])
-    return lambda: forward_hopper.hopper_forward(
+    if args.config:
+        row = forward_hopper._row(dtype, args.head_dim)
+        forward_hopper.CONFIGS[row] = tuple(int(x) for x in args.config.split(","))
+    return lambda: forward_hopper.attention_forward(
         q, k, v, out, lse, softmax_scale=args.head_dim ** -0.5, causal=args.causal,
-        block_n=cfg[0], stages=cfg[1], regs=(cfg[2], cfg[3]), longest_first=True,
-        vt=forward_hopper.transposed_v(v, True)[1] if is_fp8 else None,
         descale=torch.ones(3, args.batch, args.heads) if is_fp8 else None)
 
 

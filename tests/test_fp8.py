@@ -355,13 +355,13 @@ def test_incoherent_processing_cuts_outlier_error():
 
 @pytest.mark.parametrize("seqlen", [16, 45, 128])
 def test_permuted_v_matches_kernel_key_order(seqlen):
-    """`_transposed_v(permute_keys=True)` stores keys in exactly the order in which
+    """`transposed_v(permute_keys=True)` stores keys in exactly the order in which
     `_permute_keys` moves P's columns (here the same reshape / permute in torch, one
     64-key tile at a time), so P'.V'^T = P.V; padded keys are zero."""
-    from flashtile.kernels.forward import _transposed_v
+    from flashtile.kernels.common import transposed_v
     gen = torch.Generator().manual_seed(seqlen)
     v = torch.randn(2, seqlen, 3, 8, generator=gen).to(FP8)
-    view, vt, stride_d = _transposed_v(v, permute_keys=True)
+    view, vt, stride_d = transposed_v(v, permute_keys=True)
     padded = vt.shape[-1]
     assert padded % 16 == 0 and padded - seqlen < 16 and stride_d == padded
     assert view.shape == (2, padded, 3, 8) and view.stride(1) == 1
@@ -373,5 +373,5 @@ def test_permuted_v_matches_kernel_key_order(seqlen):
     expected = torch.einsum("bhmn,bnhd->bhmd", p, v_full)
     got = torch.einsum("bhmn,bhdn->bhmd", p_perm, vt.double())
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
-    plain = _transposed_v(v, permute_keys=False)[1]
+    plain = transposed_v(v, permute_keys=False)[1]
     assert torch.equal(plain.float(), v.float().permute(0, 2, 3, 1))

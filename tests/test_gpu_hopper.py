@@ -22,13 +22,13 @@ def launches(monkeypatch):
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the Gluon forward is sm_90 only")
     count = [0]
-    real = forward_hopper.hopper_forward
+    real = forward_hopper.attention_forward
 
     def counted(*args, **kwargs):
         count[0] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(forward_hopper, "hopper_forward", counted)
+    monkeypatch.setattr(forward_hopper, "attention_forward", counted)
     monkeypatch.setattr(forward, "USE_HOPPER_KERNEL", True)  # whatever the defaults
     monkeypatch.setattr(forward_hopper, "ENABLED", set(forward_hopper.CONFIGS))
     monkeypatch.setattr(forward_hopper, "MIN_FLOPS", 0.0)  # small shapes take it too
@@ -39,6 +39,15 @@ def _inputs(batch, sq, sk, heads, kv_heads, d, seed):
     gen = torch.Generator(device="cuda").manual_seed(seed)
     make = lambda s, h: torch.randn(batch, s, h, d, device="cuda", generator=gen)  # noqa: E731
     return make(sq, heads), make(sk, kv_heads), make(sk, kv_heads)
+
+
+def _forward(q, k, v, softmax_scale):
+    """(out, lse) of a causal dense call through the kernels' entry point."""
+    out, lse, _ = forward.attention_forward(
+        q, k, v, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=q.shape[1],
+        max_seqlen_k=k.shape[1], softmax_scale=softmax_scale, window_left=-1, window_right=0,
+        softcap=0.0, alibi_slopes=None, dropout_p=0.0, seed=None, return_probs=False)
+    return out, lse
 
 
 SHAPES = [(1, 1), (113, 203), (203, 113), (128, 128), (1023, 1024), (1024, 1023), (2000, 3001)]
@@ -76,7 +85,7 @@ def test_gluon_forward_packed_qkv(launches):
 def test_rows_without_keys_give_zero_and_minus_inf(launches):
     """Causal with Sq > Sk (bottom-right aligned): the first Sq - Sk rows see no key."""
     q, k, v = (x.to(torch.bfloat16) for x in _inputs(1, 300, 100, 2, 2, 64, seed=1))
-    out, lse = forward_hopper.attention_forward(q, k, v, softmax_scale=0.125, causal=True)
+    out, lse = _forward(q, k, v, 0.125)
     assert launches[0] == 1
     assert (out[:, :200] == 0).all() and torch.isneginf(lse[:, :, :200]).all()
     assert torch.isfinite(out).all() and torch.isfinite(lse[:, :, 200:]).all()
@@ -84,12 +93,10 @@ def test_rows_without_keys_give_zero_and_minus_inf(launches):
 
 def test_gluon_lse_matches_triton_kernel(launches, monkeypatch):
     q, k, v = (x.to(torch.float16) for x in _inputs(2, 777, 901, 4, 2, 128, seed=2))
-    _, lse_gluon = forward_hopper.attention_forward(q, k, v, softmax_scale=0.1, causal=True)
+    _, lse_gluon = _forward(q, k, v, 0.1)
+    assert launches[0] == 1
     monkeypatch.setattr(forward, "USE_HOPPER_KERNEL", False)
-    _, lse_triton, _ = forward.attention_forward(
-        q, k, v, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=777, max_seqlen_k=901,
-        softmax_scale=0.1, window_left=-1, window_right=0, softcap=0.0, alibi_slopes=None,
-        dropout_p=0.0, seed=None, return_probs=False)
+    _, lse_triton = _forward(q, k, v, 0.1)
     torch.testing.assert_close(lse_gluon, lse_triton, atol=1e-4, rtol=1e-5)
 
 

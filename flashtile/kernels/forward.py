@@ -21,8 +21,6 @@ from .common import (LN2, LOAD_DESC, LOAD_PTR64, LOG2E, band_bounds, box_descrip
 from . import forward_hopper
 from .config import cdiv, get_config, padded_head_dim
 
-_transposed_v = transposed_v  # (the name tests and older scripts use)
-
 
 @triton.jit
 def _seq_bounds(cu_seqlens, b, dense_len, IS_VARLEN: tl.constexpr):
@@ -297,13 +295,6 @@ def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
     is_fp8 = q.dtype == torch.float8_e4m3fn
     out_dtype = torch.bfloat16 if is_fp8 else q.dtype
     varlen = cu_seqlens_q is not None
-    if USE_HOPPER_KERNEL and not varlen and not return_probs and forward_hopper.supports(
-            q, k, v, softmax_scale=softmax_scale, window_left=window_left,
-            window_right=window_right, softcap=softcap, alibi_slopes=alibi_slopes,
-            dropout_p=dropout_p):
-        out, lse = forward_hopper.attention_forward(q, k, v, softmax_scale=softmax_scale,
-                                                    causal=window_right == 0, descales=descales)
-        return out, lse, None
     if varlen:
         total_q, num_heads, head_dim = q.shape
         batch = cu_seqlens_q.numel() - 1
@@ -318,6 +309,18 @@ def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
         lse = torch.empty((batch, num_heads, seqlen_q), dtype=torch.float32, device=q.device)
         stride_lb, stride_lh = lse.stride(0), lse.stride(1)
     kv_heads = k.shape[-2]
+    descale = lse  # placeholder, never read
+    if is_fp8:
+        descale = (torch.stack(descales) if descales is not None  # (3, B, Hk)
+                   else torch.ones((3, batch, kv_heads), dtype=torch.float32, device=q.device))
+    if USE_HOPPER_KERNEL and not varlen and not return_probs and forward_hopper.supports(
+            q, k, v, softmax_scale=softmax_scale, window_left=window_left,
+            window_right=window_right, softcap=softcap, alibi_slopes=alibi_slopes,
+            dropout_p=dropout_p):
+        forward_hopper.attention_forward(q, k, v, out, lse, softmax_scale=softmax_scale,
+                                         causal=window_right == 0,
+                                         descale=descale if is_fp8 else None)
+        return out, lse, None
     cfg = get_config("fwd", head_dim, q.dtype)
     scalars = launch_scalars(softmax_scale=softmax_scale, softcap=softcap,
                              window_left=window_left, window_right=window_right,
@@ -336,14 +339,10 @@ def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
                   seqlen_k=seqlen_k, max_seqlen_k=max_seqlen_k, dropout_p=dropout_p, **scalars)
     grid = (cdiv(max_seqlen_q, cfg.block_m), batch * num_heads)
     stride_vd = 1
-    descale = lse  # placeholder, never read
     v_t = is_fp8 and FP8_V_TRANSPOSED
     p_perm = v_t and FP8_P_PERM and not varlen
     if v_t:
         v, vt, stride_vd = transposed_v(v, p_perm)
-    if is_fp8:
-        descale = (torch.stack(descales) if descales is not None  # (3, B, Hk)
-                   else torch.ones((3, batch, kv_heads), dtype=torch.float32, device=q.device))
     srcs = (q, k, v, out)
     use_desc = (cfg.tma and not varlen and descriptor_ok(*((q, k, vt, out) if v_t else srcs))
                 and descriptors_pay(batch, num_heads, seqlen_q, seqlen_k, head_dim,

@@ -329,37 +329,21 @@ def supports(q, k, v, *, softmax_scale, window_left, window_right, softcap, alib
     return min(seqlen_q, k.shape[1]) > 0 and descriptor_ok(q, k, v)
 
 
-def attention_forward(q, k, v, *, softmax_scale: float, causal: bool, descales=None):
-    """(out, lse) like `forward.attention_forward` for a call `supports` accepted."""
-    batch, seqlen_q, num_heads, head_dim = q.shape
-    is_fp8 = q.dtype == torch.float8_e4m3fn
-    out = torch.empty(q.shape, dtype=torch.bfloat16 if is_fp8 else q.dtype, device=q.device)
-    lse = torch.empty((batch, num_heads, seqlen_q), dtype=torch.float32, device=q.device)
-    block_n, stages, consumer_regs, loader_regs = CONFIGS[_row(q.dtype, head_dim)]
-    vt = descale = None
-    if is_fp8:
-        vt = transposed_v(v, permute_keys=True)[1]  # keys in _p_operand's order
-        kv_heads = k.shape[2]
-        descale = (torch.stack(descales) if descales is not None  # (3, B, Hk)
-                   else torch.ones((3, batch, kv_heads), dtype=torch.float32, device=q.device))
-    hopper_forward(q, k, v, out, lse, softmax_scale=softmax_scale, causal=causal,
-                   block_n=block_n, stages=stages, regs=(consumer_regs, loader_regs),
-                   longest_first=True, vt=vt, descale=descale)
-    return out, lse
-
-
-def hopper_forward(q, k, v, out, lse, *, softmax_scale: float, causal: bool, block_n: int,
-                   stages: int, regs: tuple[int, int], longest_first: bool, vt=None,
-                   descale=None):
-    """Launch the Gluon kernel. q, k, v, out: (B, S, H, D); lse (B, H, Sq) fp32.
-    FP8: vt is V^T (B, Hk, D, S'), descale fp32 (3, B, Hk)."""
+def attention_forward(q, k, v, out, lse, *, softmax_scale: float, causal: bool,
+                      descale=None):
+    """Fill out and lse (what `forward.attention_forward` allocated) for a call
+    `supports` accepted. q, k, v, out: (B, S, H, D); lse (B, H, Sq) fp32. FP8: descale
+    fp32 (3, B, Hk); V is transposed here, keys in `_p_operand`'s order."""
     batch, seqlen_q, num_heads, head_dim = q.shape
     seqlen_k, kv_heads = k.shape[1], k.shape[2]
-    is_fp8 = vt is not None
+    block_n, stages, consumer_regs, loader_regs = CONFIGS[_row(q.dtype, head_dim)]
+    is_fp8 = q.dtype == torch.float8_e4m3fn
     q_desc = _descriptor(q, [1, ROWS, 1, head_dim])
     k_desc = _descriptor(k, [1, block_n, 1, head_dim])
-    v_desc = (_descriptor(vt, [1, 1, head_dim, block_n]) if is_fp8
-              else _descriptor(v, [1, block_n, 1, head_dim]))
+    if is_fp8:  # (B, Hk, D, S rounded up to 16)
+        v_desc = _descriptor(transposed_v(v, permute_keys=True)[1], [1, 1, head_dim, block_n])
+    else:
+        v_desc = _descriptor(v, [1, block_n, 1, head_dim])
     o_desc = _descriptor(out, [1, ROWS, 1, head_dim])
     grid = (-(-seqlen_q // (2 * ROWS)), batch * num_heads)
     _fwd_kernel[grid](
@@ -367,5 +351,5 @@ def hopper_forward(q, k, v, out, lse, *, softmax_scale: float, causal: bool, blo
         lse.stride(0), lse.stride(1), batch * kv_heads, num_heads, num_heads // kv_heads,
         seqlen_q, seqlen_k, softmax_scale * LOG2E,
         HEAD_DIM=head_dim, BLOCK_N=block_n, STAGES=stages, CAUSAL=causal, IS_FP8=is_fp8,
-        LONGEST_FIRST=longest_first and causal, CONSUMER_REGS=regs[0], LOADER_REGS=regs[1],
+        LONGEST_FIRST=causal, CONSUMER_REGS=consumer_regs, LOADER_REGS=loader_regs,
         num_warps=4)
