@@ -4,6 +4,7 @@ register / spill report.
 
     python3 benchmarks/offline_compile.py fwd --dtype fp8 --head-dim 128 --dump /tmp/k
     python3 benchmarks/offline_compile.py fwd_gluon --head-dim 128 --causal --sass
+    python3 benchmarks/offline_compile.py bwd_gluon --head-dim 128 --sass
 
 Runs the real launcher (`forward.attention_forward`) on CPU tensors with Triton's
 driver replaced by a stub that reports an sm_90 target, catches the launch in
@@ -186,9 +187,25 @@ def backward_launch(args):
         dropout_p=0.0, seed=None)
 
 
+def gluon_backward_launch(args):
+    """The Gluon backward (backward_hopper.py) with its CONFIGS row, or --config
+    stages,consumer_regs,loader_regs patched into that row."""
+    from flashtile.kernels import backward_hopper
+    dtype = DTYPES[args.dtype]
+    shape = (args.batch, args.seqlen, args.heads, args.head_dim)
+    q, k, v, dout = (torch.randn(shape).to(dtype) for _ in range(4))
+    dq, dk, dv = (torch.empty(shape, dtype=dtype) for _ in range(3))
+    stats = backward_hopper.row_stats(torch.zeros(args.batch, args.heads, args.seqlen))
+    if args.config:
+        backward_hopper.CONFIGS[args.head_dim] = tuple(int(x) for x in args.config.split(","))
+    return lambda: backward_hopper.attention_backward(
+        dout, q, k, v, stats, dq, dk, dv, softmax_scale=args.head_dim ** -0.5,
+        causal=args.causal)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("pass_name", choices=["fwd", "bwd", "fwd_gluon"])
+    ap.add_argument("pass_name", choices=["fwd", "bwd", "fwd_gluon", "bwd_gluon"])
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp8"])
     ap.add_argument("--head-dim", type=int, default=128)
     ap.add_argument("--seqlen", type=int, default=8192)
@@ -196,7 +213,8 @@ def main(argv=None):
     ap.add_argument("--heads", type=int, default=16)
     ap.add_argument("--causal", action="store_true")
     ap.add_argument("--config", help="block_m,block_n,warps,stages[,tma] overriding the table"
-                    " (fwd_gluon: block_n,stages,consumer_regs,loader_regs)")
+                    " (fwd_gluon: block_n,stages,consumer_regs,loader_regs;"
+                    " bwd_gluon: stages,consumer_regs,loader_regs)")
     ap.add_argument("--table-key", help="which pass --config overrides (e.g. bwd_dkdv)")
     ap.add_argument("--set", action="append", default=[],
                     help="forward module switch NAME=0/1 (e.g. FP8_V_TRANSPOSED=0)")
@@ -208,13 +226,13 @@ def main(argv=None):
     for item in args.set:
         name, val = item.split("=")
         setattr(forward if hasattr(forward, name) else backward, name, bool(int(val)))
-    if args.config and args.pass_name != "fwd_gluon":
+    if args.config and not args.pass_name.endswith("_gluon"):
         f = [int(x) for x in args.config.split(",")]
         key = (args.table_key or "fwd", config._dtype_class(DTYPES[args.dtype]),
                config.padded_head_dim(args.head_dim))
         config._GPU_TABLE[key] = config.KernelConfig(*f[:4], bool(f[4]) if len(f) > 4 else False)
     launch = {"fwd": forward_launch, "bwd": backward_launch,
-              "fwd_gluon": gluon_forward_launch}[args.pass_name]
+              "fwd_gluon": gluon_forward_launch, "bwd_gluon": gluon_backward_launch}[args.pass_name]
     for fn, *spec in capture_launch(launch(args)):
         compiled = compile_sm90(fn, *spec)
         print(f"{fn.__name__}  " + "\n".join(summarise(compiled)))

@@ -1,8 +1,12 @@
-"""CPU checks of the Gluon forward's dispatch rules (the kernel itself: test_gpu_hopper.py)."""
+"""CPU checks of the Gluon kernels' dispatch rules (the kernels themselves:
+test_gpu_hopper.py, test_gpu_hopper_backward.py)."""
 
+import math
+
+import pytest
 import torch
 
-from flashtile.kernels import forward_hopper
+from flashtile.kernels import backward_hopper, forward_hopper
 
 
 def _supports(q, k, v, **over):
@@ -39,3 +43,52 @@ def test_small_launches_stay_on_the_triton_kernel(monkeypatch):
     big = torch.empty(1, 8192, 16, 128, dtype=torch.bfloat16)
     assert not _supports(small, small, small)
     assert _supports(big, big, big)
+
+
+def _bwd_supports(q, **over):
+    options = dict(softmax_scale=0.1, window_left=-1, window_right=0, softcap=0.0,
+                   alibi_slopes=None, dropout_p=0.0, deterministic=False)
+    options.update(over)
+    return backward_hopper.supports(q, q, q, q, **options)
+
+
+@pytest.fixture
+def fake_hopper(monkeypatch):
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(backward_hopper, "interpreter_active", lambda: False)
+    monkeypatch.setattr(backward_hopper, "descriptor_ok", lambda *t: True)
+
+
+def test_backward_dispatch_rules(fake_hopper):
+    big = torch.empty(1, 8192, 16, 128, dtype=torch.bfloat16)
+    assert _bwd_supports(big) and _bwd_supports(big, window_right=-1)
+    assert not _bwd_supports(torch.empty(1, 256, 2, 128, dtype=torch.bfloat16))  # host-bound
+    assert not _bwd_supports(big.to(torch.float32))
+    assert not _bwd_supports(torch.empty(1, 8192, 16, 64, dtype=torch.bfloat16))
+    for over in (dict(deterministic=True), dict(window_left=100), dict(softcap=5.0),
+                 dict(dropout_p=0.1), dict(alibi_slopes=torch.ones(16))):
+        assert not _bwd_supports(big, **over), over
+
+
+def test_backward_cpu_tensors_never_take_the_gluon_kernel():
+    q = torch.randn(1, 8192, 16, 128, dtype=torch.bfloat16)
+    assert not _bwd_supports(q)
+
+
+def test_backward_configs_fit_the_register_file():
+    for head_dim, (stages, consumer_regs, loader_regs) in backward_hopper.CONFIGS.items():
+        assert head_dim == 128 and stages >= 2
+        assert consumer_regs % 8 == 0 and loader_regs % 8 == 0
+        assert 2 * 128 * consumer_regs + 128 * loader_regs <= 65536
+
+
+def test_row_stats_layout():
+    """LSE in log2 units (+inf where no key was seen, so P = 0), Delta slot zeroed,
+    rows padded to the query tile with zeros."""
+    lse = torch.tensor([[[0.5, float("-inf"), -2.0]]])
+    stats = backward_hopper.row_stats(lse)
+    assert stats.shape == (1, 1, 2, backward_hopper.BLOCK_M)
+    expect = [0.5 / math.log(2.0), float("inf"), -2.0 / math.log(2.0)]
+    torch.testing.assert_close(stats[0, 0, 0, :3], torch.tensor(expect))
+    assert (stats[0, 0, 0, 3:] == 0).all() and (stats[0, 0, 1] == 0).all()

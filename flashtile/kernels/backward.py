@@ -19,6 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
+from . import backward_hopper
 from .common import (LOAD_DESC, LOAD_PTR64, LOG2E, band_bounds, descriptor_ok, descriptors_pay,
                      dot_precision, dropout_keep, head_scalars, launch_scalars, load_block,
                      make_descriptor, pointer_mode, probs_tile, query_block, seq_strides,
@@ -316,6 +317,9 @@ def _bwd_dq_kernel(Q, K, V, DOut, Lse, Delta, DQ, CuSeqQ, CuSeqK, Alibi, Seed,
 # and reduce-add through a TMA descriptor (bulk, one per tile) rather than per element.
 FUSED_DQ = False
 DQ_REDUCE_TMA = True
+# Dense causal / full attention on Hopper takes the Gluon kernel (backward_hopper.py);
+# False forces these Triton kernels (benchmarks and tests compare the two).
+USE_HOPPER_KERNEL = True
 
 
 def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
@@ -362,14 +366,29 @@ def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, m
     if batch == 0 or num_heads == 0:
         return dq.zero_(), dk.zero_(), dv.zero_()
 
+    hopper = USE_HOPPER_KERNEL and not varlen and backward_hopper.supports(
+        q, k, v, dout, softmax_scale=softmax_scale, window_left=window_left,
+        window_right=window_right, softcap=softcap, alibi_slopes=alibi_slopes,
+        dropout_p=dropout_p, deterministic=deterministic)
+    stats = None
+    if hopper:  # LSE (log2 units) and Delta side by side, as the Gluon kernel reads them
+        stats = backward_hopper.row_stats(lse)
+        delta = stats[:, :, 1]
+
     # 1. Delta = rowsum(dO * O)
     cfg = get_config("bwd_pre", head_dim, q.dtype)
     if max_seqlen_q > 0:
         _bwd_preprocess[(cdiv(max_seqlen_q, cfg.block_m), batch * num_heads)](
             out, dout, delta, cu_q, *seq_strides(out, varlen), *seq_strides(dout, varlen),
-            stride_lb, stride_lh, num_heads, seqlen_q, HEAD_DIM=head_dim, IS_VARLEN=varlen,
+            *((delta.stride(0), delta.stride(1)) if hopper else (stride_lb, stride_lh)),
+            num_heads, seqlen_q, HEAD_DIM=head_dim, IS_VARLEN=varlen,
             BLOCK_M=cfg.block_m, BLOCK_D=block_d, num_warps=cfg.num_warps,
             num_stages=cfg.num_stages)
+    if hopper:
+        backward_hopper.attention_backward(dout, q, k, v, stats, dq, dk, dv,
+                                           softmax_scale=softmax_scale,
+                                           causal=window_right == 0)
+        return dq, dk, dv
 
     common = dict(max_seqlen_k=max_seqlen_k, grad_scale=softmax_scale, dropout_p=dropout_p,
                   HEAD_DIM=head_dim, IS_VARLEN=varlen, HAS_ALIBI=has_alibi,

@@ -1,0 +1,308 @@
+"""FlashAttention-3-style backward for Hopper (sm_90), written in Gluon.
+
+The Triton backward (`backward.py`) spends 7 matmuls per (query tile, key tile) pair
+across two kernels, because a fused dQ needs the dS tile staged in shared memory,
+which Triton does not let us place. Here one CTA owns KEYS = 128 keys of one
+(batch, KV head): K and V stay in shared memory while a TMA loader warp streams
+64-query tiles of Q, dO and the row statistics (LSE in log2 units, Delta) of every
+query head of the GQA group through a ring of shared-memory slots. Two consumer
+warpgroups own 64 keys each and do the 5 matmuls of FlashAttention-2/3:
+
+    S^T = K_w Q^T, dP^T = V_w dO^T     (async wgmma, keys as rows; dP^T runs under
+                                        the exp2 of P^T)
+    P^T = exp2(S^T c - lse2),  dS^T = P^T (dP^T - Delta)
+    dV_w += P^T dO,  dK_w += dS^T Q     (P^T, dS^T as register operands)
+    dS^T -> shared memory; both warpgroups meet on an mbarrier, then
+    dQ[:, half w] = dS K[:, half w]     (atomic adds into an fp32 buffer)
+
+Scope (`supports`): dense (B, S, H, D) fp16 / bf16 at head dim 128 on sm_90, causal
+or full attention, no softcap / ALiBi / dropout, not deterministic (the atomic adds
+make dQ's summation order vary from run to run).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma,
+                                                              warpgroup_mma, warpgroup_mma_wait)
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+from .common import descriptor_ok, forward_flops
+from .config import interpreter_active
+
+_GL_DTYPES = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16}
+
+
+@gluon.jit
+def _tile_coords(t, n_m, m_begin, hk, kv_group, BLOCK_M: gl.constexpr):
+    """Query tile t of this CTA's sequence: each head of the GQA group in turn, each
+    over the query band [m_begin, ...) that sees the CTA's keys. Returns (m, h)."""
+    g = t // n_m
+    return m_begin + (t - g * n_m) * BLOCK_M, hk * kv_group + g
+
+
+@gluon.jit
+def _loader(q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, kv_bar, full,
+            empty, b, hk, n0, kv_group, m_begin, n_m):
+    """Producer warp: K and V once, then the query tiles into the ring. A slot is
+    refilled once both consumers arrived on its `empty` barrier."""
+    STAGES: gl.constexpr = q_smem.shape[0]
+    BLOCK_M: gl.constexpr = q_smem.shape[2]
+    mbarrier.expect(kv_bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(k_desc, [b, n0, hk, 0], kv_bar, k_smem)
+    tma.async_copy_global_to_shared(v_desc, [b, n0, hk, 0], kv_bar, v_smem)
+    for t in range(kv_group * n_m):
+        m, h = _tile_coords(t, n_m, m_begin, hk, kv_group, BLOCK_M)
+        slot = t % STAGES
+        mbarrier.wait(empty.index(slot), ((t // STAGES) & 1) ^ 1, pred=t >= STAGES)
+        bar = full.index(slot)
+        mbarrier.expect(bar, 2 * q_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(q_desc, [b, m, h, 0], bar, q_smem.index(slot))
+        tma.async_copy_global_to_shared(do_desc, [b, m, h, 0], bar, do_smem.index(slot))
+
+
+@gluon.jit
+def _consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, kv_bar, full, empty, ds_bar,
+              DK, DV, DQAcc, Stats, b, hk, n0, kv_group, m_begin, n_m, n_masked, seqlen_q, seqlen_k,
+              diag, num_heads, stats_len, qk_scale, grad_scale, stride_kb, stride_ks, stride_kh,
+              WG: gl.constexpr):
+    """Consumer warpgroup WG: keys n0 + [64 WG, 64 WG + 64) of the CTA, all query tiles.
+    Query i sees key j iff j <= i + diag (causal; diag = seqlen_k otherwise): only the
+    first n_masked tiles of each head's band need that mask."""
+    dtype: gl.constexpr = q_smem.dtype
+    STAGES: gl.constexpr = q_smem.shape[0]
+    BLOCK_M: gl.constexpr = q_smem.shape[2]
+    HEAD_DIM: gl.constexpr = q_smem.shape[4]
+    KEYS: gl.constexpr = k_smem.shape[1]
+    ROWS: gl.constexpr = KEYS // 2  # keys per warpgroup
+    HALF_D: gl.constexpr = HEAD_DIM // 2  # dQ columns per warpgroup
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_M, 16])
+    acc_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, 16])
+    dq_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HALF_D, 16])
+    op_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout,
+                                                  k_width=2)
+    col_layout: gl.constexpr = gl.SliceLayout(0, s_layout)
+
+    k_all = k_smem.reshape([KEYS, HEAD_DIM])
+    k_w = k_all.slice(WG * ROWS, ROWS, dim=0)
+    v_w = v_smem.reshape([KEYS, HEAD_DIM]).slice(WG * ROWS, ROWS, dim=0)
+    k_half = k_all.slice(WG * HALF_D, HALF_D, dim=1)  # dQ's B operand
+    keys = n0 + WG * ROWS + gl.arange(0, ROWS, layout=gl.SliceLayout(1, s_layout))
+    dk = gl.zeros([ROWS, HEAD_DIM], gl.float32, layout=acc_layout)
+    dv = gl.zeros([ROWS, HEAD_DIM], gl.float32, layout=acc_layout)
+    s_zero = gl.zeros([ROWS, BLOCK_M], gl.float32, layout=s_layout)
+    dq_zero = gl.zeros([BLOCK_M, HALF_D], gl.float32, layout=dq_layout)
+    cols_m = gl.arange(0, BLOCK_M, layout=col_layout)
+    dq_rows = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, dq_layout))
+    dq_cols = WG * HALF_D + gl.arange(0, HALF_D, layout=gl.SliceLayout(0, dq_layout))
+    mbarrier.wait(kv_bar, 0)
+
+    for t in range(kv_group * n_m):
+        m, h = _tile_coords(t, n_m, m_begin, hk, kv_group, BLOCK_M)
+        slot = t % STAGES
+        mbarrier.wait(full.index(slot), (t // STAGES) & 1)
+        q = q_smem.index(slot).reshape([BLOCK_M, HEAD_DIM])
+        do = do_smem.index(slot).reshape([BLOCK_M, HEAD_DIM])
+        # LSE (log2 units) and Delta of these queries: (B, H, 2, S padded) fp32, read
+        # while S^T is computed
+        st = Stats + ((b * num_heads + h) * 2 * stats_len + m).to(gl.int64) + cols_m
+        s_t = warpgroup_mma(k_w, q.permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        dp_t = warpgroup_mma(v_w, do.permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        lse2 = gl.load(st)
+        s_t = warpgroup_mma_wait(1, deps=[s_t])
+        p_t = gl.exp2(s_t * qk_scale - lse2[None, :])
+        if t % n_m < n_masked:  # near the diagonal: keys past i + diag get P = 0
+            p_t = gl.where(keys[:, None] <= (m + cols_m)[None, :] + diag, p_t, 0.0)
+        delta = gl.load(st + stats_len)
+        dp_t = warpgroup_mma_wait(0, deps=[dp_t])
+        ds_t = p_t * (dp_t - delta[None, :])
+        p_op = gl.convert_layout(p_t.to(dtype), op_layout)
+        ds_op = gl.convert_layout(ds_t.to(dtype), op_layout)
+        dv = warpgroup_mma(p_op, do, dv, is_async=True)
+        dk = warpgroup_mma(ds_op, q, dk, is_async=True)
+
+        # dS^T to shared memory; once both halves are there, dQ's share of this tile.
+        ds_buf = ds_smem.index(t % 2)
+        ds_buf.slice(WG * ROWS, ROWS, dim=0).store(ds_t.to(dtype))
+        fence_async_shared()  # the wgmma (async proxy) reads what this proxy wrote
+        mbarrier.arrive(ds_bar.index(t % 2), count=1)
+        mbarrier.wait(ds_bar.index(t % 2), (t // 2) & 1)
+        dq = warpgroup_mma(ds_buf.permute((1, 0)), k_half, dq_zero, use_acc=False,
+                           is_async=True)
+        dq, dv, dk, p_op, ds_op = warpgroup_mma_wait(0, deps=[dq, dv, dk, p_op, ds_op])
+        mbarrier.arrive(empty.index(slot), count=1)  # Q / dO of this slot used
+        q_rows = m + dq_rows
+        offs = ((b * seqlen_q + q_rows).to(gl.int64) * num_heads + h) * HEAD_DIM
+        gl.atomic_add(DQAcc + offs[:, None] + dq_cols[None, :], dq,
+                      mask=(q_rows < seqlen_q)[:, None], sem="relaxed")
+
+    # dS was taken w.r.t. the scaled score: the softmax scale is applied once here.
+    out_keys = n0 + WG * ROWS + gl.arange(0, ROWS, layout=gl.SliceLayout(1, acc_layout))
+    cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, acc_layout))
+    offs = (b.to(gl.int64) * stride_kb + out_keys.to(gl.int64) * stride_ks
+            + hk * stride_kh)[:, None] + cols[None, :]
+    mask = (out_keys < seqlen_k)[:, None]
+    gl.store(DK + offs, (dk * grad_scale).to(dtype), mask=mask)
+    gl.store(DV + offs, dv.to(dtype), mask=mask)
+
+
+# The two warpgroups' entry points: WG must be a compile-time constant (it picks
+# shared-memory slices), and warp_specialize passes partitions runtime values only.
+@gluon.jit
+def _consumer0(q_smem, do_smem, k_smem, v_smem, ds_smem, kv_bar, full, empty, ds_bar, DK, DV, DQAcc,
+               Stats, b, hk, n0, kv_group, m_begin, n_m, n_masked, seqlen_q, seqlen_k, diag,
+               num_heads, stats_len, qk_scale, grad_scale, stride_kb, stride_ks, stride_kh):
+    _consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, kv_bar, full, empty, ds_bar, DK, DV, DQAcc,
+              Stats, b, hk, n0, kv_group, m_begin, n_m, n_masked, seqlen_q, seqlen_k, diag,
+              num_heads, stats_len, qk_scale, grad_scale, stride_kb, stride_ks, stride_kh, 0)
+
+
+@gluon.jit
+def _consumer1(q_smem, do_smem, k_smem, v_smem, ds_smem, kv_bar, full, empty, ds_bar, DK, DV, DQAcc,
+               Stats, b, hk, n0, kv_group, m_begin, n_m, n_masked, seqlen_q, seqlen_k, diag,
+               num_heads, stats_len, qk_scale, grad_scale, stride_kb, stride_ks, stride_kh):
+    _consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, kv_bar, full, empty, ds_bar, DK, DV, DQAcc,
+              Stats, b, hk, n0, kv_group, m_begin, n_m, n_masked, seqlen_q, seqlen_k, diag,
+              num_heads, stats_len, qk_scale, grad_scale, stride_kb, stride_ks, stride_kh, 1)
+
+
+@gluon.jit
+def _bwd_kernel(q_desc, do_desc, k_desc, v_desc, DK, DV, DQAcc, Stats, stats_len,
+                stride_kb, stride_ks, stride_kh, num_heads, kv_heads, seqlen_q, seqlen_k,
+                qk_scale, grad_scale,
+                CAUSAL: gl.constexpr, STAGES: gl.constexpr,
+                CONSUMER_REGS: gl.constexpr, LOADER_REGS: gl.constexpr):
+    """One CTA = KEYS keys of one (batch, KV head): a producer warp and two consumer
+    warpgroups (this kernel's 4 warps and a 4-warp worker). dK / dV (B, Sk, Hk, D)
+    share strides (the host makes them alike)."""
+    dtype: gl.constexpr = q_desc.dtype
+    BLOCK_M: gl.constexpr = q_desc.block_type.shape[1]
+    KEYS: gl.constexpr = k_desc.block_type.shape[1]
+    pid_n = gl.program_id(0)
+    bhk = gl.program_id(1)
+    b = bhk // kv_heads
+    hk = bhk % kv_heads
+    kv_group = num_heads // kv_heads
+    n0 = pid_n * KEYS
+
+    # Query band that sees keys [n0, n0 + KEYS): under a causal mask query i sees key j
+    # iff j <= i + diag, so it starts at n0 - diag and its first tiles need the mask.
+    if CAUSAL:
+        diag = seqlen_k - seqlen_q
+        m_begin = (gl.maximum(n0 - diag, 0) // BLOCK_M) * BLOCK_M
+        m_unmasked = gl.maximum(n0 + KEYS - 1 - diag, 0)  # first query that sees all keys
+        n_masked = (m_unmasked - m_begin + BLOCK_M - 1) // BLOCK_M
+    else:
+        diag = seqlen_k
+        m_begin = gl.to_tensor(0)
+        n_masked = gl.to_tensor(0)
+    n_m = gl.maximum(seqlen_q - m_begin + BLOCK_M - 1, 0) // BLOCK_M
+
+    q_smem = gl.allocate_shared_memory(dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
+    do_smem = gl.allocate_shared_memory(dtype, [STAGES] + do_desc.block_type.shape,
+                                        do_desc.layout)
+    k_smem = gl.allocate_shared_memory(dtype, k_desc.block_type.shape, k_desc.layout)
+    v_smem = gl.allocate_shared_memory(dtype, v_desc.block_type.shape, v_desc.layout)
+    ds_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([KEYS, BLOCK_M], dtype)
+    ds_smem = gl.allocate_shared_memory(dtype, [2, KEYS, BLOCK_M], ds_layout)
+    kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    ds_bar = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(kv_bar, count=1)
+    for i in gl.static_range(STAGES):
+        mbarrier.init(full.index(i), count=1)
+        mbarrier.init(empty.index(i), count=2)  # one arrive per consumer warpgroup
+    for i in gl.static_range(2):
+        mbarrier.init(ds_bar.index(i), count=2)
+
+    args = (q_smem, do_smem, k_smem, v_smem, ds_smem, kv_bar, full, empty, ds_bar,
+            DK, DV, DQAcc, Stats, b, hk, n0, kv_group, m_begin, n_m, n_masked, seqlen_q, seqlen_k,
+            diag, num_heads, stats_len, qk_scale, grad_scale, stride_kb, stride_ks, stride_kh)
+    gl.warp_specialize([
+        (_consumer0, args),
+        (_consumer1, args),
+        (_loader, (q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, kv_bar,
+                   full, empty, b, hk, n0, kv_group, m_begin, n_m)),
+    ], [4, 1], [CONSUMER_REGS, LOADER_REGS])
+
+
+def _descriptor(x: torch.Tensor, block_shape: list[int], dtype) -> TensorDescriptor:
+    layout = gl.NVMMASharedLayout.get_default_for(block_shape, dtype)
+    return TensorDescriptor(x, list(x.shape), list(x.stride()), block_shape, layout)
+
+
+# head dim -> (ring slots, consumer / loader registers); 128 keys and 64-query tiles.
+CONFIGS = {128: (2, 240, 24)}
+KEYS = 128
+BLOCK_M = 64
+# Below this the call is host-bound (see forward_hopper.MIN_FLOPS).
+MIN_FLOPS = 1e11
+
+
+def supports(q, k, v, dout, *, softmax_scale, window_left, window_right, softcap,
+             alibi_slopes, dropout_p, deterministic) -> bool:
+    """True when this kernel can run the call: see the module doc for the scope."""
+    if not (q.is_cuda and q.dim() == 4) or interpreter_active() or deterministic:
+        return False
+    if torch.cuda.get_device_capability(q.device) != (9, 0):
+        return False
+    if q.dtype not in _GL_DTYPES or q.shape[-1] not in CONFIGS:
+        return False
+    if window_left != -1 or window_right not in (-1, 0):
+        return False
+    if softcap != 0.0 or alibi_slopes is not None or dropout_p > 0.0 or softmax_scale <= 0:
+        return False
+    batch, seqlen_q, heads, head_dim = q.shape
+    if forward_flops(batch, heads, seqlen_q, k.shape[1], head_dim,
+                     window_right == 0) < MIN_FLOPS:
+        return False
+    return min(seqlen_q, k.shape[1]) > 0 and descriptor_ok(q, k, v, dout)
+
+
+def row_stats(lse: torch.Tensor) -> torch.Tensor:
+    """(B, H, 2, S rounded up to BLOCK_M) fp32: [LSE * log2(e) (+inf where LSE = -inf, so
+    P = 0 there), Delta (zero; the caller's preprocess fills it)]. Rows past S are 0:
+    their Q and dO tiles read as zeros, so they add nothing."""
+    batch, heads, seqlen = lse.shape
+    stats = torch.zeros((batch, heads, 2, -(-seqlen // BLOCK_M) * BLOCK_M),
+                        dtype=torch.float32, device=lse.device)
+    lse2 = stats[:, :, 0, :seqlen]
+    torch.mul(lse, 1.0 / math.log(2.0), out=lse2)
+    lse2.masked_fill_(lse == float("-inf"), float("inf"))
+    return stats
+
+
+def attention_backward(dout, q, k, v, stats, dq, dk, dv, *, softmax_scale: float,
+                       causal: bool):
+    """Fill dq, dk, dv (B, S, H, D; dk and dv with equal strides) for a call `supports`
+    accepted; stats from `row_stats` with Delta filled in."""
+    batch, seqlen_q, num_heads, head_dim = q.shape
+    seqlen_k, kv_heads = k.shape[1], k.shape[2]
+    stages, consumer_regs, loader_regs = CONFIGS[head_dim]
+    block_m = BLOCK_M
+    gdt = _GL_DTYPES[q.dtype]
+    dq_acc = torch.zeros((batch, seqlen_q, num_heads, head_dim), dtype=torch.float32,
+                         device=q.device)
+    if dk.stride() != dv.stride():
+        raise ValueError("dk and dv must have equal strides")
+    grid = (-(-seqlen_k // KEYS), batch * kv_heads)
+    _bwd_kernel[grid](
+        _descriptor(q, [1, block_m, 1, head_dim], gdt),
+        _descriptor(dout, [1, block_m, 1, head_dim], gdt),
+        _descriptor(k, [1, KEYS, 1, head_dim], gdt),
+        _descriptor(v, [1, KEYS, 1, head_dim], gdt),
+        dk, dv, dq_acc, stats, stats.shape[-1], dk.stride(0), dk.stride(1), dk.stride(2),
+        num_heads, kv_heads, seqlen_q, seqlen_k, softmax_scale / math.log(2.0), softmax_scale,
+        CAUSAL=causal, STAGES=stages, CONSUMER_REGS=consumer_regs,
+        LOADER_REGS=loader_regs,
+        num_warps=4)
+    torch.mul(dq_acc, softmax_scale, out=dq_acc)
+    dq.copy_(dq_acc)
