@@ -1,0 +1,116 @@
+"""Where the Gluon backward's time goes: time source-edited copies of backward_hopper.py
+that drop one piece of work each, next to the real kernel, in one process.
+
+    python3 benchmarks/gluon_bwd_ablate.py --out "$OUT" [--seqlen 8192] [--variants ...]
+
+Variants (their gradients are WRONG on purpose; only the timing means something):
+  real        the kernel as committed
+  no_atomic   dQ computed but not added (a store with an all-false mask keeps it alive)
+  no_dq       no dS staging, no warpgroup barrier, no dQ matmul, no atomics
+  stages3     three ring slots instead of two (correct gradients)
+Each copy is written next to the package as a real module (Gluon reads the source),
+and swapped in as backward.backward_hopper. bf16, d128, 16k tokens, model dim 2048.
+Writes gluon_bwd_ablate.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+
+import torch
+
+import flashtile
+from flashtile import bench
+from flashtile.kernels import backward, backward_hopper
+
+SRC = backward_hopper.__file__
+ATOMIC = """        gl.atomic_add(DQAcc + offs[:, None] + dq_cols[None, :], dq,
+                      mask=(q_rows < seqlen_q)[:, None], sem="relaxed")"""
+NO_ATOMIC = """        gl.store(DQAcc + offs[:, None] + dq_cols[None, :], dq,
+                 mask=(q_rows < 0)[:, None])"""
+DQ_START = "        # dS^T to shared memory; once both halves are there"
+DQ_END = "    # dS was taken w.r.t."
+NO_DQ = """        dv, dk, p_op, ds_op = warpgroup_mma_wait(0, deps=[dv, dk, p_op, ds_op])
+        mbarrier.arrive(empty.index(slot), count=1)
+
+"""
+
+
+def _edit(src: str, name: str) -> str:
+    if name == "no_atomic":
+        assert ATOMIC in src
+        return src.replace(ATOMIC, NO_ATOMIC)
+    if name == "no_dq":
+        a, b = src.index(DQ_START), src.index(DQ_END)
+        return src[:a] + NO_DQ + src[b:]
+    if name == "stages3":
+        return src.replace("CONFIGS = {128: (2, 240, 24)}", "CONFIGS = {128: (3, 240, 24)}")
+    assert name == "real"
+    return src
+
+
+def _load(name: str, folder: str):
+    src = open(SRC).read().replace("from .common", "from flashtile.kernels.common")
+    src = src.replace("from .config", "from flashtile.kernels.config")
+    path = os.path.join(folder, f"bwd_hopper_{name}.py")
+    with open(path, "w") as f:
+        f.write(_edit(src, name))
+    spec = importlib.util.spec_from_file_location(f"bwd_hopper_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    mod.MIN_FLOPS = 0.0
+    return mod
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=".")
+    ap.add_argument("--seqlen", type=int, default=8192)
+    ap.add_argument("--variants", nargs="+", default=["real", "no_atomic", "no_dq", "stages3"])
+    args = ap.parse_args()
+    folder = tempfile.mkdtemp()
+    mods = {name: _load(name, folder) for name in args.variants}
+    d, seqlen = 128, args.seqlen
+    batch, heads = max(1, 16384 // seqlen), 2048 // d
+    sets = bench.make_inputs(batch, seqlen, heads, d, torch.bfloat16, "cuda")
+    cudnn = bench.make_method("sdpa-cudnn")
+    results, rows = [], []
+    for causal in (False, True):
+        flops = bench.attention_flops(batch, heads, seqlen, seqlen, d, causal, "bwd")
+        tf = {}
+
+        def ours(q, k, v, c, mod=None):
+            backward.USE_HOPPER_KERNEL = mod is not None
+            if mod is not None:
+                backward.backward_hopper = mod
+            return flashtile.flash_attn_func(q, k, v, causal=c)
+
+        for name, mod in [("triton", None), *mods.items()]:
+            fn = lambda q, k, v, c, mod=mod: ours(q, k, v, c, mod)  # noqa: E731
+            call = bench.pass_callable(fn, sets, causal, "bwd")
+            tf[name] = bench.tflops(flops, bench.benchmark_ms(call, "cuda"))
+
+        def run_cudnn(q, k, v, c):
+            with cudnn.context():
+                return cudnn.fn(q, k, v, c)
+
+        tf["sdpa-cudnn"] = bench.tflops(flops, bench.benchmark_ms(
+            bench.pass_callable(run_cudnn, sets, causal, "bwd"), "cuda"))
+        backward.backward_hopper = backward_hopper
+        results.append(dict(causal=causal, seqlen=seqlen, tflops=tf))
+        rows.append([str(causal)] + [f"{v:.0f}" for v in tf.values()])
+        print(*rows[-1], flush=True)
+    print(f"\n{torch.cuda.get_device_name()}, d128, S={seqlen}, backward TFLOP/s (bf16)")
+    print(bench.table(["causal", *results[0]["tflops"]], rows))
+    with open(os.path.join(args.out, "gluon_bwd_ablate.json"), "w") as f:
+        json.dump(dict(gpu=torch.cuda.get_device_name(), results=results), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
