@@ -13,11 +13,16 @@ warpgroups own 64 keys each and do the 5 matmuls of FlashAttention-2/3:
     P^T = exp2(S^T c - lse2),  dS^T = P^T (dP^T - Delta)
     dV_w += P^T dO,  dK_w += dS^T Q     (P^T, dS^T as register operands)
     dS^T -> shared memory; both warpgroups meet on an mbarrier, then
-    dQ[:, half w] = dS K[:, half w]     (atomic adds into an fp32 buffer)
+    dQ[:, half w] = dS K[:, half w]     (staged in shared memory, then added into an
+                                        fp32 buffer by the copy engine's reduce-add)
 
 Scope (`supports`): dense (B, S, H, D) fp16 / bf16 at head dim 128 on sm_90, causal
 or full attention, no softcap / ALiBi / dropout, not deterministic (the atomic adds
 make dQ's summation order vary from run to run).
+
+Measured (H200, NOTES.md session 7): with per-thread atomic adds (red.global.v2.f32) in
+place of the copy engine's reduce-add the kernel ran at 394 TFLOP/s, at 605 without
+the adds.
 """
 
 from __future__ import annotations
@@ -29,12 +34,24 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma,
                                                               warpgroup_mma, warpgroup_mma_wait)
+from triton.experimental.gluon.language._core import builtin
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+from triton._C.libtriton import ir
 
 from .common import descriptor_ok, forward_flops
 from .config import interpreter_active
 
 _GL_DTYPES = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16}
+
+
+@builtin
+def _tma_reduce_add(tensor_desc, coord, src, _semantic=None):
+    """Bulk reduce-add of a shared-memory tile into global memory through the copy engine
+    (cp.reduce.async.bulk.tensor): Triton 3.6's Gluon builder has the op, but its `tma`
+    module no wrapper. Completion as for a TMA store: `tma.store_wait`."""
+    coord = _semantic._convert_to_ir_values(coord, require_i64=False)
+    _semantic.builder.create_async_tma_reduce(ir.DESCRIPTOR_REDUCE_KIND.ADD, tensor_desc.handle,
+                                              coord, src.handle)
 
 
 @gluon.jit
@@ -66,8 +83,8 @@ def _loader(q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, kv
 
 
 @gluon.jit
-def _consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, kv_bar, full, empty, ds_bar,
-              DK, DV, DQAcc, Stats, b, hk, n0, kv_group, m_begin, n_m, n_masked, seqlen_q, seqlen_k,
+def _consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, full, empty, ds_bar,
+              DK, DV, dq_desc, Stats, b, hk, n0, kv_group, m_begin, n_m, n_masked, seqlen_q, seqlen_k,
               diag, num_heads, stats_len, qk_scale, grad_scale, stride_kb, stride_ks, stride_kh,
               WG: gl.constexpr):
     """Consumer warpgroup WG: keys n0 + [64 WG, 64 WG + 64) of the CTA, all query tiles.
@@ -80,6 +97,7 @@ def _consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, kv_bar, full, empty, ds_
     KEYS: gl.constexpr = k_smem.shape[1]
     ROWS: gl.constexpr = KEYS // 2  # keys per warpgroup
     HALF_D: gl.constexpr = HEAD_DIM // 2  # dQ columns per warpgroup
+    BOX_D: gl.constexpr = dq_desc.block_type.shape[3]
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(
         version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_M, 16])
     acc_layout: gl.constexpr = gl.NVMMADistributedLayout(
@@ -100,8 +118,8 @@ def _consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, kv_bar, full, empty, ds_
     s_zero = gl.zeros([ROWS, BLOCK_M], gl.float32, layout=s_layout)
     dq_zero = gl.zeros([BLOCK_M, HALF_D], gl.float32, layout=dq_layout)
     cols_m = gl.arange(0, BLOCK_M, layout=col_layout)
-    dq_rows = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, dq_layout))
-    dq_cols = WG * HALF_D + gl.arange(0, HALF_D, layout=gl.SliceLayout(0, dq_layout))
+    dq_buf = dq_smem.index(WG)
+    dq_tile = dq_buf.reshape([BLOCK_M, HALF_D])
     mbarrier.wait(kv_bar, 0)
 
     for t in range(kv_group * n_m):
@@ -138,10 +156,14 @@ def _consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, kv_bar, full, empty, ds_
                            is_async=True)
         dq, dv, dk, p_op, ds_op = warpgroup_mma_wait(0, deps=[dq, dv, dk, p_op, ds_op])
         mbarrier.arrive(empty.index(slot), count=1)  # Q / dO of this slot used
-        q_rows = m + dq_rows
-        offs = ((b * seqlen_q + q_rows).to(gl.int64) * num_heads + h) * HEAD_DIM
-        gl.atomic_add(DQAcc + offs[:, None] + dq_cols[None, :], dq,
-                      mask=(q_rows < seqlen_q)[:, None], sem="relaxed")
+        tma.store_wait(0)  # the previous tile's reduce-add has read dq_tile
+        gl.thread_barrier()
+        dq_tile.store(dq * grad_scale)
+        fence_async_shared()
+        for i in gl.static_range(2):  # one copy per 128-byte swizzle span (the box's width)
+            _tma_reduce_add(dq_desc, [b, m, h, WG * HALF_D + i * BOX_D],
+                            dq_buf.slice(i * BOX_D, BOX_D, dim=3))  # rows past S dropped
+    tma.store_wait(0)
 
     # dS was taken w.r.t. the scaled score: the softmax scale is applied once here.
     out_keys = n0 + WG * ROWS + gl.arange(0, ROWS, layout=gl.SliceLayout(1, acc_layout))
@@ -156,25 +178,25 @@ def _consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, kv_bar, full, empty, ds_
 # The two warpgroups' entry points: WG must be a compile-time constant (it picks
 # shared-memory slices), and warp_specialize passes partitions runtime values only.
 @gluon.jit
-def _consumer0(q_smem, do_smem, k_smem, v_smem, ds_smem, kv_bar, full, empty, ds_bar, DK, DV, DQAcc,
+def _consumer0(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, full, empty, ds_bar, DK, DV, dq_desc,
                Stats, b, hk, n0, kv_group, m_begin, n_m, n_masked, seqlen_q, seqlen_k, diag,
                num_heads, stats_len, qk_scale, grad_scale, stride_kb, stride_ks, stride_kh):
-    _consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, kv_bar, full, empty, ds_bar, DK, DV, DQAcc,
+    _consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, full, empty, ds_bar, DK, DV, dq_desc,
               Stats, b, hk, n0, kv_group, m_begin, n_m, n_masked, seqlen_q, seqlen_k, diag,
               num_heads, stats_len, qk_scale, grad_scale, stride_kb, stride_ks, stride_kh, 0)
 
 
 @gluon.jit
-def _consumer1(q_smem, do_smem, k_smem, v_smem, ds_smem, kv_bar, full, empty, ds_bar, DK, DV, DQAcc,
+def _consumer1(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, full, empty, ds_bar, DK, DV, dq_desc,
                Stats, b, hk, n0, kv_group, m_begin, n_m, n_masked, seqlen_q, seqlen_k, diag,
                num_heads, stats_len, qk_scale, grad_scale, stride_kb, stride_ks, stride_kh):
-    _consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, kv_bar, full, empty, ds_bar, DK, DV, DQAcc,
+    _consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, full, empty, ds_bar, DK, DV, dq_desc,
               Stats, b, hk, n0, kv_group, m_begin, n_m, n_masked, seqlen_q, seqlen_k, diag,
               num_heads, stats_len, qk_scale, grad_scale, stride_kb, stride_ks, stride_kh, 1)
 
 
 @gluon.jit
-def _bwd_kernel(q_desc, do_desc, k_desc, v_desc, DK, DV, DQAcc, Stats, stats_len,
+def _bwd_kernel(q_desc, do_desc, k_desc, v_desc, dq_desc, DK, DV, Stats, stats_len,
                 stride_kb, stride_ks, stride_kh, num_heads, kv_heads, seqlen_q, seqlen_k,
                 qk_scale, grad_scale,
                 CAUSAL: gl.constexpr, STAGES: gl.constexpr,
@@ -212,6 +234,8 @@ def _bwd_kernel(q_desc, do_desc, k_desc, v_desc, DK, DV, DQAcc, Stats, stats_len
     v_smem = gl.allocate_shared_memory(dtype, v_desc.block_type.shape, v_desc.layout)
     ds_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([KEYS, BLOCK_M], dtype)
     ds_smem = gl.allocate_shared_memory(dtype, [2, KEYS, BLOCK_M], ds_layout)
+    dq_shape: gl.constexpr = [2, 1, BLOCK_M, 1, k_desc.block_type.shape[3] // 2]
+    dq_smem = gl.allocate_shared_memory(gl.float32, dq_shape, dq_desc.layout)
     kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -223,8 +247,8 @@ def _bwd_kernel(q_desc, do_desc, k_desc, v_desc, DK, DV, DQAcc, Stats, stats_len
     for i in gl.static_range(2):
         mbarrier.init(ds_bar.index(i), count=2)
 
-    args = (q_smem, do_smem, k_smem, v_smem, ds_smem, kv_bar, full, empty, ds_bar,
-            DK, DV, DQAcc, Stats, b, hk, n0, kv_group, m_begin, n_m, n_masked, seqlen_q, seqlen_k,
+    args = (q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, full, empty, ds_bar,
+            DK, DV, dq_desc, Stats, b, hk, n0, kv_group, m_begin, n_m, n_masked, seqlen_q, seqlen_k,
             diag, num_heads, stats_len, qk_scale, grad_scale, stride_kb, stride_ks, stride_kh)
     gl.warp_specialize([
         (_consumer0, args),
@@ -299,10 +323,10 @@ def attention_backward(dout, q, k, v, stats, dq, dk, dv, *, softmax_scale: float
         _descriptor(dout, [1, block_m, 1, head_dim], gdt),
         _descriptor(k, [1, KEYS, 1, head_dim], gdt),
         _descriptor(v, [1, KEYS, 1, head_dim], gdt),
-        dk, dv, dq_acc, stats, stats.shape[-1], dk.stride(0), dk.stride(1), dk.stride(2),
+        _descriptor(dq_acc, [1, block_m, 1, 32], gl.float32),  # 128 bytes: the swizzle span
+        dk, dv, stats, stats.shape[-1], dk.stride(0), dk.stride(1), dk.stride(2),
         num_heads, kv_heads, seqlen_q, seqlen_k, softmax_scale / math.log(2.0), softmax_scale,
         CAUSAL=causal, STAGES=stages, CONSUMER_REGS=consumer_regs,
         LOADER_REGS=loader_regs,
         num_warps=4)
-    torch.mul(dq_acc, softmax_scale, out=dq_acc)
     dq.copy_(dq_acc)
