@@ -2,12 +2,16 @@
 that drop one piece of work each, next to the real kernel, in one process.
 
     python3 benchmarks/gluon_bwd_ablate.py --out "$OUT" [--seqlen 8192] [--variants ...]
+        [--modules name=path/to/backward_hopper_copy.py ...]
 
 Variants (their gradients are WRONG on purpose; only the timing means something):
   real        the kernel as committed
-  no_atomic   dQ computed but not added (a store with an all-false mask keeps it alive)
-  no_dq       no dS staging, no warpgroup barrier, no dQ matmul, no atomics
+  no_atomic   (atomic-add versions only) dQ computed but not added
+  no_reduce   (copy-engine versions) dQ staged in shared memory but not reduce-added
+  no_dq       no dS staging, no warpgroup barrier, no dQ matmul, no dQ adds
   stages3     three ring slots instead of two (correct gradients)
+--modules adds whole other versions of the module (e.g. an earlier commit's, carried to
+the GPU machine in a git-ignored folder), timed as they are.
 Each copy is written next to the package as a real module (Gluon reads the source),
 and swapped in as backward.backward_hopper. bf16, d128, 16k tokens, model dim 2048.
 Writes gluon_bwd_ablate.json.
@@ -33,6 +37,8 @@ ATOMIC = """        gl.atomic_add(DQAcc + offs[:, None] + dq_cols[None, :], dq,
                       mask=(q_rows < seqlen_q)[:, None], sem="relaxed")"""
 NO_ATOMIC = """        gl.store(DQAcc + offs[:, None] + dq_cols[None, :], dq,
                  mask=(q_rows < 0)[:, None])"""
+REDUCE = """            _tma_reduce_add(dq_desc, [b, m, h, WG * HALF_D + i * BOX_D],
+                            dq_buf.slice(i * BOX_D, BOX_D, dim=3))  # rows past S dropped"""
 DQ_START = "        # dS^T to shared memory; once both halves are there"
 DQ_END = "    # dS was taken w.r.t."
 NO_DQ = """        dv, dk, p_op, ds_op = warpgroup_mma_wait(0, deps=[dv, dk, p_op, ds_op])
@@ -45,6 +51,9 @@ def _edit(src: str, name: str) -> str:
     if name == "no_atomic":
         assert ATOMIC in src
         return src.replace(ATOMIC, NO_ATOMIC)
+    if name == "no_reduce":
+        assert REDUCE in src
+        return src.replace(REDUCE, "            pass")
     if name == "no_dq":
         a, b = src.index(DQ_START), src.index(DQ_END)
         return src[:a] + NO_DQ + src[b:]
@@ -54,12 +63,12 @@ def _edit(src: str, name: str) -> str:
     return src
 
 
-def _load(name: str, folder: str):
-    src = open(SRC).read().replace("from .common", "from flashtile.kernels.common")
+def _load(name: str, folder: str, path: str = SRC):
+    src = open(path).read().replace("from .common", "from flashtile.kernels.common")
     src = src.replace("from .config", "from flashtile.kernels.config")
     path = os.path.join(folder, f"bwd_hopper_{name}.py")
     with open(path, "w") as f:
-        f.write(_edit(src, name))
+        f.write(_edit(src, name) if path == SRC else src)
     spec = importlib.util.spec_from_file_location(f"bwd_hopper_{name}", path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
@@ -73,9 +82,13 @@ def main():
     ap.add_argument("--out", default=".")
     ap.add_argument("--seqlen", type=int, default=8192)
     ap.add_argument("--variants", nargs="+", default=["real", "no_atomic", "no_dq", "stages3"])
+    ap.add_argument("--modules", nargs="*", default=[])
     args = ap.parse_args()
     folder = tempfile.mkdtemp()
     mods = {name: _load(name, folder) for name in args.variants}
+    for item in args.modules:
+        name, path = item.split("=")
+        mods[name] = _load(name, folder, path)
     d, seqlen = 128, args.seqlen
     batch, heads = max(1, 16384 // seqlen), 2048 // d
     sets = bench.make_inputs(batch, seqlen, heads, d, torch.bfloat16, "cuda")

@@ -63,12 +63,16 @@ def _tile_coords(t, n_m, m_begin, hk, kv_group, BLOCK_M: gl.constexpr):
 
 
 @gluon.jit
-def _loader(q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, kv_bar, full,
-            empty, b, hk, n0, kv_group, m_begin, n_m):
-    """Producer warp: K and V once, then the query tiles into the ring. A slot is
-    refilled once both consumers arrived on its `empty` barrier."""
+def _loader(q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, lse_smem, delta_smem,
+            kv_bar, full, empty, Stats, stats_len, num_heads, b, hk, n0, kv_group, m_begin, n_m):
+    """Producer warp: K and V once, then the query tiles into the ring: Q and dO by TMA,
+    the tile's LSE / Delta rows by plain loads (128 floats; a 1-D TMA box of them would
+    need a rank-1 NVMMA layout to be read back). A slot is refilled once both consumers
+    arrived on its `empty` barrier."""
     STAGES: gl.constexpr = q_smem.shape[0]
     BLOCK_M: gl.constexpr = q_smem.shape[2]
+    st_layout: gl.constexpr = gl.BlockedLayout([BLOCK_M // 32], [32], [1], [0])
+    cols = gl.arange(0, BLOCK_M, layout=st_layout)
     mbarrier.expect(kv_bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes)
     tma.async_copy_global_to_shared(k_desc, [b, n0, hk, 0], kv_bar, k_smem)
     tma.async_copy_global_to_shared(v_desc, [b, n0, hk, 0], kv_bar, v_smem)
@@ -76,17 +80,21 @@ def _loader(q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, kv
         m, h = _tile_coords(t, n_m, m_begin, hk, kv_group, BLOCK_M)
         slot = t % STAGES
         mbarrier.wait(empty.index(slot), ((t // STAGES) & 1) ^ 1, pred=t >= STAGES)
+        st = Stats + ((b * num_heads + h) * 2 * stats_len + m).to(gl.int64) + cols
+        lse_smem.index(slot).store(gl.load(st))
+        delta_smem.index(slot).store(gl.load(st + stats_len))
+        gl.thread_barrier()  # the whole warp's stores before the arrive below releases them
         bar = full.index(slot)
-        mbarrier.expect(bar, 2 * q_desc.block_type.nbytes)
+        mbarrier.expect(bar, 2 * q_desc.block_type.nbytes)  # (an arrive, with the TMA bytes)
         tma.async_copy_global_to_shared(q_desc, [b, m, h, 0], bar, q_smem.index(slot))
         tma.async_copy_global_to_shared(do_desc, [b, m, h, 0], bar, do_smem.index(slot))
 
 
 @gluon.jit
-def _consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, full, empty, ds_bar,
-              DK, DV, dq_desc, Stats, b, hk, n0, kv_group, m_begin, n_m, n_masked, seqlen_q, seqlen_k,
-              diag, num_heads, stats_len, qk_scale, grad_scale, stride_kb, stride_ks, stride_kh,
-              WG: gl.constexpr):
+def _consumer(q_smem, do_smem, k_smem, v_smem, lse_smem, delta_smem, ds_smem, dq_smem, kv_bar,
+              full, empty, ds_bar, DK, DV, dq_desc, b, hk, n0, kv_group, m_begin, n_m, n_masked,
+              seqlen_q, seqlen_k, diag, qk_scale, grad_scale, stride_kb, stride_ks, stride_kh, WG:
+              gl.constexpr):
     """Consumer warpgroup WG: keys n0 + [64 WG, 64 WG + 64) of the CTA, all query tiles.
     Query i sees key j iff j <= i + diag (causal; diag = seqlen_k otherwise): only the
     first n_masked tiles of each head's band need that mask."""
@@ -128,17 +136,14 @@ def _consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, full, e
         mbarrier.wait(full.index(slot), (t // STAGES) & 1)
         q = q_smem.index(slot).reshape([BLOCK_M, HEAD_DIM])
         do = do_smem.index(slot).reshape([BLOCK_M, HEAD_DIM])
-        # LSE (log2 units) and Delta of these queries: (B, H, 2, S padded) fp32, read
-        # while S^T is computed
-        st = Stats + ((b * num_heads + h) * 2 * stats_len + m).to(gl.int64) + cols_m
         s_t = warpgroup_mma(k_w, q.permute((1, 0)), s_zero, use_acc=False, is_async=True)
         dp_t = warpgroup_mma(v_w, do.permute((1, 0)), s_zero, use_acc=False, is_async=True)
-        lse2 = gl.load(st)
+        lse2 = lse_smem.index(slot).load(col_layout)  # LSE in log2 units
         s_t = warpgroup_mma_wait(1, deps=[s_t])
         p_t = gl.exp2(s_t * qk_scale - lse2[None, :])
         if t % n_m < n_masked:  # near the diagonal: keys past i + diag get P = 0
             p_t = gl.where(keys[:, None] <= (m + cols_m)[None, :] + diag, p_t, 0.0)
-        delta = gl.load(st + stats_len)
+        delta = delta_smem.index(slot).load(col_layout)
         dp_t = warpgroup_mma_wait(0, deps=[dp_t])
         ds_t = p_t * (dp_t - delta[None, :])
         p_op = gl.convert_layout(p_t.to(dtype), op_layout)
@@ -178,21 +183,21 @@ def _consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, full, e
 # The two warpgroups' entry points: WG must be a compile-time constant (it picks
 # shared-memory slices), and warp_specialize passes partitions runtime values only.
 @gluon.jit
-def _consumer0(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, full, empty, ds_bar, DK, DV, dq_desc,
-               Stats, b, hk, n0, kv_group, m_begin, n_m, n_masked, seqlen_q, seqlen_k, diag,
-               num_heads, stats_len, qk_scale, grad_scale, stride_kb, stride_ks, stride_kh):
-    _consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, full, empty, ds_bar, DK, DV, dq_desc,
-              Stats, b, hk, n0, kv_group, m_begin, n_m, n_masked, seqlen_q, seqlen_k, diag,
-              num_heads, stats_len, qk_scale, grad_scale, stride_kb, stride_ks, stride_kh, 0)
+def _consumer0(q_smem, do_smem, k_smem, v_smem, lse_smem, delta_smem, ds_smem, dq_smem, kv_bar,
+               full, empty, ds_bar, DK, DV, dq_desc, b, hk, n0, kv_group, m_begin, n_m, n_masked,
+               seqlen_q, seqlen_k, diag, qk_scale, grad_scale, stride_kb, stride_ks, stride_kh):
+    _consumer(q_smem, do_smem, k_smem, v_smem, lse_smem, delta_smem, ds_smem, dq_smem, kv_bar,
+              full, empty, ds_bar, DK, DV, dq_desc, b, hk, n0, kv_group, m_begin, n_m, n_masked,
+              seqlen_q, seqlen_k, diag, qk_scale, grad_scale, stride_kb, stride_ks, stride_kh, 0)
 
 
 @gluon.jit
-def _consumer1(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, full, empty, ds_bar, DK, DV, dq_desc,
-               Stats, b, hk, n0, kv_group, m_begin, n_m, n_masked, seqlen_q, seqlen_k, diag,
-               num_heads, stats_len, qk_scale, grad_scale, stride_kb, stride_ks, stride_kh):
-    _consumer(q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, full, empty, ds_bar, DK, DV, dq_desc,
-              Stats, b, hk, n0, kv_group, m_begin, n_m, n_masked, seqlen_q, seqlen_k, diag,
-              num_heads, stats_len, qk_scale, grad_scale, stride_kb, stride_ks, stride_kh, 1)
+def _consumer1(q_smem, do_smem, k_smem, v_smem, lse_smem, delta_smem, ds_smem, dq_smem, kv_bar,
+               full, empty, ds_bar, DK, DV, dq_desc, b, hk, n0, kv_group, m_begin, n_m, n_masked,
+               seqlen_q, seqlen_k, diag, qk_scale, grad_scale, stride_kb, stride_ks, stride_kh):
+    _consumer(q_smem, do_smem, k_smem, v_smem, lse_smem, delta_smem, ds_smem, dq_smem, kv_bar,
+              full, empty, ds_bar, DK, DV, dq_desc, b, hk, n0, kv_group, m_begin, n_m, n_masked,
+              seqlen_q, seqlen_k, diag, qk_scale, grad_scale, stride_kb, stride_ks, stride_kh, 1)
 
 
 @gluon.jit
@@ -230,6 +235,9 @@ def _bwd_kernel(q_desc, do_desc, k_desc, v_desc, dq_desc, DK, DV, Stats, stats_l
     q_smem = gl.allocate_shared_memory(dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
     do_smem = gl.allocate_shared_memory(dtype, [STAGES] + do_desc.block_type.shape,
                                         do_desc.layout)
+    st_layout: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])  # per slot: [BLOCK_M]
+    lse_smem = gl.allocate_shared_memory(gl.float32, [STAGES, BLOCK_M], st_layout)
+    delta_smem = gl.allocate_shared_memory(gl.float32, [STAGES, BLOCK_M], st_layout)
     k_smem = gl.allocate_shared_memory(dtype, k_desc.block_type.shape, k_desc.layout)
     v_smem = gl.allocate_shared_memory(dtype, v_desc.block_type.shape, v_desc.layout)
     ds_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([KEYS, BLOCK_M], dtype)
@@ -247,14 +255,15 @@ def _bwd_kernel(q_desc, do_desc, k_desc, v_desc, dq_desc, DK, DV, Stats, stats_l
     for i in gl.static_range(2):
         mbarrier.init(ds_bar.index(i), count=2)
 
-    args = (q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, full, empty, ds_bar,
-            DK, DV, dq_desc, Stats, b, hk, n0, kv_group, m_begin, n_m, n_masked, seqlen_q, seqlen_k,
-            diag, num_heads, stats_len, qk_scale, grad_scale, stride_kb, stride_ks, stride_kh)
+    args = (q_smem, do_smem, k_smem, v_smem, lse_smem, delta_smem, ds_smem, dq_smem, kv_bar, full,
+            empty, ds_bar, DK, DV, dq_desc, b, hk, n0, kv_group, m_begin, n_m, n_masked, seqlen_q,
+            seqlen_k, diag, qk_scale, grad_scale, stride_kb, stride_ks, stride_kh)
     gl.warp_specialize([
         (_consumer0, args),
         (_consumer1, args),
-        (_loader, (q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, kv_bar,
-                   full, empty, b, hk, n0, kv_group, m_begin, n_m)),
+        (_loader, (q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, lse_smem,
+                   delta_smem, kv_bar, full, empty, Stats, stats_len, num_heads, b, hk, n0,
+                   kv_group, m_begin, n_m)),
     ], [4, 1], [CONSUMER_REGS, LOADER_REGS])
 
 
