@@ -10,7 +10,7 @@ import torch
 
 import flashtile
 from accuracy import check_case
-from flashtile.kernels import backward, backward_hopper, forward_hopper
+from flashtile.kernels import backward, backward_hopper, forward, forward_hopper
 
 pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("triton_backend")]
 
@@ -118,3 +118,16 @@ def test_head_dim_64_takes_the_triton_kernels(launches):
     out = flashtile.flash_attn_func(q, k, v, causal=True)
     out.backward(torch.ones_like(out))
     assert launches[0] == 0
+
+
+@pytest.mark.parametrize("gluon", [True, False], ids=["gluon", "triton"])
+def test_batch_heads_past_the_grid_limit(launches, monkeypatch, gluon):
+    """4100 x 16 = 65600 (batch, head) programs: more than CUDA's 65535 on one grid axis
+    (config.batch_head_grid continues on axis 2), forward and backward, both kernels."""
+    if not gluon:
+        monkeypatch.setattr(forward, "USE_HOPPER_KERNEL", False)
+        monkeypatch.setattr(backward, "USE_HOPPER_KERNEL", False)
+    q, k, v = _inputs(4100, 64, 64, 16, 16, 128, seed=9)
+    check_case(lambda a, b, c: (flashtile.flash_attn_func(a, b, c, causal=True), None),
+               q, k, v, dtype=torch.bfloat16, causal=True)
+    assert launches[0] == (1 if gluon else 0)

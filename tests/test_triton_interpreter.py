@@ -315,6 +315,28 @@ def test_int64_row_offsets(monkeypatch):
     assert common.pointer_mode(2**28, torch.empty(1, 1, 2, 8)) == common.LOAD_PTR64.value
 
 
+def test_batch_heads_past_the_grid_limit(monkeypatch):
+    """Past CUDA's 65535 programs on grid axis 1, batch * heads continues on axis 2
+    (config.batch_head_grid); a limit of 5 makes a tiny launch take that path."""
+    from flashtile.kernels import config
+    monkeypatch.setattr(config, "MAX_GRID_YZ", 5)
+    assert config.batch_head_grid(3, 4) == (4, 3) and config.batch_head_grid(4, 2) == (4, 2)
+    q, k, v, dout = make_qkv(3, 37, 45, 4, 2, 16, torch.float16)
+    out, lse, grads = end_to_end(q, k, v, dout, causal=True)
+    check_all(q, k, v, dout, out, lse, grads, causal=True)
+
+
+def test_batch_head_grid_covers_exactly():
+    from flashtile.kernels.config import MAX_GRID_YZ, batch_head_grid
+    assert batch_head_grid(2, 16) == (32, 1)
+    for batch, heads in [(4096, 32), (4099, 32), (65535, 2), (70000, 1), (9, 65535)]:
+        y, z = batch_head_grid(batch, heads)
+        assert y * z == batch * heads and y <= MAX_GRID_YZ and z <= MAX_GRID_YZ
+        assert y % heads == 0  # consecutive heads of one item stay on axis 1
+    with pytest.raises(ValueError, match="launch grid"):
+        batch_head_grid(2**40, 3)
+
+
 def test_int64_rows_never_mix_with_descriptors(monkeypatch):
     """Descriptor launches store dQ/dK/dV through 32-bit pointer rows, so a 64-bit span
     must keep the whole backward on pointers (a dQ store overflowed on an H200 at

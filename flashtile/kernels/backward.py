@@ -20,11 +20,12 @@ import triton
 import triton.language as tl
 
 from . import backward_hopper
-from .common import (LOAD_DESC, LOAD_PTR64, LOG2E, band_bounds, descriptor_ok, descriptors_pay,
-                     dot_precision, dropout_keep, head_scalars, launch_scalars, load_block,
-                     make_descriptor, pointer_mode, probs_tile, query_block, seq_strides,
-                     store_tile)
-from .config import cdiv, get_config, interpreter_active, padded_head_dim
+from .common import (LOAD_DESC, LOAD_PTR64, LOG2E, band_bounds, batch_head, descriptor_ok,
+                     descriptors_pay, dot_precision, dropout_keep, head_scalars, launch_scalars,
+                     load_block, make_descriptor, pointer_mode, probs_tile, query_block,
+                     seq_strides, store_tile)
+from .config import (batch_head_grid, cdiv, get_config, interpreter_active,
+                     padded_head_dim)
 from .forward import _seq_bounds
 
 
@@ -35,7 +36,7 @@ def _bwd_preprocess(Out, DOut, Delta, CuSeqQ,
                     HEAD_DIM: tl.constexpr, IS_VARLEN: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
     pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
+    bh = batch_head()
     b = bh // num_heads
     h = bh % num_heads
     q_start, sq = _seq_bounds(CuSeqQ, b, seqlen_q, IS_VARLEN)
@@ -142,7 +143,7 @@ def _bwd_dkdv_kernel(Q, K, V, DOut, Lse, Delta, DK, DV, DQAcc, CuSeqQ, CuSeqK, A
     """Q, K, V, DOut are pointers, or (B, S, H, D) tensor descriptors when
     LOADS == LOAD_DESC."""
     pid_n = tl.program_id(0)
-    bhk = tl.program_id(1)
+    bhk = batch_head()
     b = bhk // kv_heads
     hk = bhk % kv_heads
     q_start, sq = _seq_bounds(CuSeqQ, b, seqlen_q, IS_VARLEN)
@@ -264,7 +265,7 @@ def _bwd_dq_kernel(Q, K, V, DOut, Lse, Delta, DQ, CuSeqQ, CuSeqK, Alibi, Seed,
     """Q, K, V, DOut are pointers, or (B, S, H, D) tensor descriptors when
     LOADS == LOAD_DESC."""
     pid_m = query_block(LONGEST_FIRST)
-    bh = tl.program_id(1)
+    bh = batch_head()
     b = bh // num_heads
     h = bh % num_heads
     hk = h // kv_group
@@ -378,7 +379,7 @@ def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, m
     # 1. Delta = rowsum(dO * O)
     cfg = get_config("bwd_pre", head_dim, q.dtype)
     if max_seqlen_q > 0:
-        _bwd_preprocess[(cdiv(max_seqlen_q, cfg.block_m), batch * num_heads)](
+        _bwd_preprocess[(cdiv(max_seqlen_q, cfg.block_m), *batch_head_grid(batch, num_heads))](
             out, dout, delta, cu_q, *seq_strides(out, varlen), *seq_strides(dout, varlen),
             *((delta.stride(0), delta.stride(1)) if hopper else (stride_lb, stride_lh)),
             num_heads, seqlen_q, HEAD_DIM=head_dim, IS_VARLEN=varlen,
@@ -425,7 +426,7 @@ def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, m
         if DQ_REDUCE_TMA and not interpreter_active():  # (the interpreter has no reduce-add)
             dq_mode, dq_acc_arg = 2, make_descriptor(dq_acc, cfg.block_m, block_d)
     if max_seqlen_k > 0:
-        _bwd_dkdv_kernel[(cdiv(max_seqlen_k, cfg.block_n), batch * kv_heads)](
+        _bwd_dkdv_kernel[(cdiv(max_seqlen_k, cfg.block_n), *batch_head_grid(batch, kv_heads))](
             *srcs, lse, delta, dk, dv, dq_acc_arg, cu_q, cu_k, alibi, seed_t, *strides_in,
             *seq_strides(dk, varlen), *seq_strides(dv, varlen), stride_lb, stride_lh,
             stride_ab, stride_ah, num_heads, kv_heads, num_heads // kv_heads, seqlen_q, seqlen_k,
@@ -438,7 +439,7 @@ def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, m
     cfg = get_config("bwd_dq", head_dim, q.dtype)
     srcs, loads = sources(cfg)
     if max_seqlen_q > 0:
-        _bwd_dq_kernel[(cdiv(max_seqlen_q, cfg.block_m), batch * num_heads)](
+        _bwd_dq_kernel[(cdiv(max_seqlen_q, cfg.block_m), *batch_head_grid(batch, num_heads))](
             *srcs, lse, delta, dq, cu_q, cu_k, alibi, seed_t, *strides_in,
             *seq_strides(dq, varlen), stride_lb, stride_lh, stride_ab, stride_ah,
             num_heads, num_heads // kv_heads, seqlen_q, seqlen_k,

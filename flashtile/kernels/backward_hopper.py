@@ -39,7 +39,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from triton._C.libtriton import ir
 
 from .common import descriptor_ok, forward_flops
-from .config import interpreter_active
+from .config import batch_head_grid, interpreter_active
 
 _GL_DTYPES = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16}
 
@@ -213,7 +213,7 @@ def _bwd_kernel(q_desc, do_desc, k_desc, v_desc, dq_desc, DK, DV, Stats, stats_l
     BLOCK_M: gl.constexpr = q_desc.block_type.shape[1]
     KEYS: gl.constexpr = k_desc.block_type.shape[1]
     pid_n = gl.program_id(0)
-    bhk = gl.program_id(1)
+    bhk = gl.program_id(1) + gl.program_id(2) * gl.num_programs(1)  # batch_head_grid
     b = bhk // kv_heads
     hk = bhk % kv_heads
     kv_group = num_heads // kv_heads
@@ -326,7 +326,7 @@ def attention_backward(dout, q, k, v, stats, dq, dk, dv, *, softmax_scale: float
                          device=q.device)
     if dk.stride() != dv.stride():
         raise ValueError("dk and dv must have equal strides")
-    grid = (-(-seqlen_k // KEYS), batch * kv_heads)
+    grid = (-(-seqlen_k // KEYS), *batch_head_grid(batch, kv_heads))
     _bwd_kernel[grid](
         _descriptor(q, [1, block_m, 1, head_dim], gdt),
         _descriptor(dout, [1, block_m, 1, head_dim], gdt),

@@ -233,6 +233,13 @@ def tile_span(start, stop, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def batch_head():
+    """This program's batch * head (or batch * KV head) index: grid axis 1, continued on
+    axis 2 past CUDA's 65535 (`config.batch_head_grid`)."""
+    return tl.program_id(1) + tl.program_id(2) * tl.num_programs(1)
+
+
+@triton.jit
 def query_block(LONGEST_FIRST: tl.constexpr):
     """The query block of this forward / dQ program (grid axis 0). Programs start in
     grid order, x fastest, so with LONGEST_FIRST (a config field) each head's last

@@ -52,6 +52,23 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+MAX_GRID_YZ = 65535  # CUDA's limit on grid axes 1 and 2
+
+
+def batch_head_grid(batch: int, heads: int) -> tuple[int, int]:
+    """Grid axes 1 and 2 that cover batch * heads programs exactly (kernels read the
+    index back with `common.batch_head`): axis 1 alone while it fits CUDA's limit, else
+    heads * g on axis 1 and batch / g on axis 2, g the largest divisor of batch that fits
+    (axis 1 keeps consecutive heads together, as before)."""
+    if batch * heads <= MAX_GRID_YZ:
+        return batch * heads, 1
+    fits = min(batch, MAX_GRID_YZ // heads)
+    g = max((d for d in range(1, fits + 1) if batch % d == 0), default=0)
+    if g == 0 or batch // g > MAX_GRID_YZ:
+        raise ValueError(f"batch {batch} x heads {heads} does not fit a CUDA launch grid")
+    return heads * g, batch // g
+
+
 def padded_head_dim(head_dim: int) -> int:
     """Head dim rounded up to a power of two, at least 16 (tl.dot's minimum)."""
     return max(16, 1 << (head_dim - 1).bit_length())

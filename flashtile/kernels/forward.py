@@ -13,13 +13,13 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (LN2, LOAD_DESC, LOAD_PTR64, LOG2E, band_bounds, box_descriptor,
+from .common import (LN2, LOAD_DESC, LOAD_PTR64, LOG2E, band_bounds, batch_head, box_descriptor,
                      descriptor_ok, descriptors_pay, dot_precision, dropout_keep, head_scalars,
                      launch_scalars, load_block, load_tile, make_descriptor, pointer_mode,
                      query_block, score_tile, seq_strides, store_tile, tile_span, transposed_v,
                      visible_mask)
 from . import forward_hopper
-from .config import cdiv, get_config, padded_head_dim
+from .config import batch_head_grid, cdiv, get_config, padded_head_dim
 
 
 @triton.jit
@@ -149,7 +149,7 @@ def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed, Descale,
     contiguous); Descale is fp32 (3, B, Hk) with stride_desc per (B, Hk) plane, and
     Out is bf16. Scores use q_descale * k_descale, the output v_descale."""
     pid_m = query_block(LONGEST_FIRST)
-    bh = tl.program_id(1)
+    bh = batch_head()
     b = bh // num_heads
     h = bh % num_heads
     hk = h // kv_group  # GQA: consecutive query heads share one KV head
@@ -236,7 +236,7 @@ def _probs_kernel(Q, K, Lse, Probs, CuSeqQ, CuSeqK, Alibi, Seed,
     drops the element, 0 where masked. A debugging aid: it visits every key tile
     of the padded (max_seqlen_q, max_seqlen_k) matrix, which starts zeroed."""
     pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
+    bh = batch_head()
     b = bh // num_heads
     h = bh % num_heads
     hk = h // kv_group
@@ -337,7 +337,7 @@ def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
                  BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=padded_head_dim(head_dim))
     shared = dict(num_heads=num_heads, kv_group=num_heads // kv_heads, seqlen_q=seqlen_q,
                   seqlen_k=seqlen_k, max_seqlen_k=max_seqlen_k, dropout_p=dropout_p, **scalars)
-    grid = (cdiv(max_seqlen_q, cfg.block_m), batch * num_heads)
+    grid = (cdiv(max_seqlen_q, cfg.block_m), *batch_head_grid(batch, num_heads))
     stride_vd = 1
     v_t = is_fp8 and FP8_V_TRANSPOSED
     p_perm = v_t and FP8_P_PERM and not varlen

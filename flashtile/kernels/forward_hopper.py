@@ -33,7 +33,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from .common import LN2, LOG2E, descriptor_ok, forward_flops, transposed_v
-from .config import interpreter_active
+from .config import batch_head_grid, interpreter_active
 
 _GL_DTYPES = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16,
               torch.float8_e4m3fn: gl.float8e4nv}
@@ -183,7 +183,7 @@ def _fwd_kernel(q_desc, k_desc, v_desc, o_desc, Lse, Descale, stride_lb, stride_
     pid_m = gl.program_id(0)
     if LONGEST_FIRST:  # under a causal mask the last query blocks see the most keys
         pid_m = gl.num_programs(0) - 1 - pid_m
-    bh = gl.program_id(1)
+    bh = gl.program_id(1) + gl.program_id(2) * gl.num_programs(1)  # config.batch_head_grid
     b = bh // num_heads
     h = bh % num_heads
     hk = h // kv_group  # GQA: consecutive query heads share one KV head
@@ -345,7 +345,7 @@ def attention_forward(q, k, v, out, lse, *, softmax_scale: float, causal: bool,
     else:
         v_desc = _descriptor(v, [1, block_n, 1, head_dim])
     o_desc = _descriptor(out, [1, ROWS, 1, head_dim])
-    grid = (-(-seqlen_q // (2 * ROWS)), batch * num_heads)
+    grid = (-(-seqlen_q // (2 * ROWS)), *batch_head_grid(batch, num_heads))
     _fwd_kernel[grid](
         q_desc, k_desc, v_desc, o_desc, lse, descale if is_fp8 else lse,
         lse.stride(0), lse.stride(1), batch * kv_heads, num_heads, num_heads // kv_heads,
