@@ -45,11 +45,12 @@ SHAPES = [(1, 1), (113, 203), (203, 113), (128, 128), (1023, 1024), (1024, 1023)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("d", [64, 128])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_gluon_backward_matches_reference(launches, shape, causal, dtype):
+def test_gluon_backward_matches_reference(launches, shape, causal, d, dtype):
     heads, kv_heads = [(6, 6), (6, 2), (4, 1)][SHAPES.index(shape) % 3]
-    q, k, v = _inputs(2, *shape, heads, kv_heads, 128, seed=shape[0] + shape[1])
+    q, k, v = _inputs(2, *shape, heads, kv_heads, d, seed=shape[0] + shape[1] + d)
     check_case(lambda a, b, c: (flashtile.flash_attn_func(a, b, c, causal=causal), None),
                q, k, v, dtype=dtype, causal=causal)
     assert launches[0] == 1
@@ -112,9 +113,10 @@ def test_other_options_take_the_triton_kernels(launches, options):
     assert launches[0] == 0
 
 
-def test_head_dim_64_takes_the_triton_kernels(launches):
+@pytest.mark.parametrize("d", [59, 256])
+def test_other_head_dims_take_the_triton_kernels(launches, d):
     q, k, v = (x.to(torch.bfloat16).requires_grad_()
-               for x in _inputs(1, 256, 256, 2, 2, 64, seed=3))
+               for x in _inputs(1, 256, 256, 2, 2, d, seed=3))
     out = flashtile.flash_attn_func(q, k, v, causal=True)
     out.backward(torch.ones_like(out))
     assert launches[0] == 0

@@ -16,7 +16,7 @@ warpgroups own 64 keys each and do the 5 matmuls of FlashAttention-2/3:
     dQ[:, half w] = dS K[:, half w]     (staged in shared memory, then added into an
                                         fp32 buffer by the copy engine's reduce-add)
 
-Scope (`supports`): dense (B, S, H, D) fp16 / bf16 at head dim 128 on sm_90, causal
+Scope (`supports`): dense (B, S, H, D) fp16 / bf16 at head dim 64 or 128 on sm_90, causal
 or full attention, no softcap / ALiBi / dropout, not deterministic (the atomic adds
 make dQ's summation order vary from run to run).
 
@@ -104,14 +104,20 @@ def _consumer(q_smem, do_smem, k_smem, v_smem, lse_smem, delta_smem, ds_smem, dq
     HEAD_DIM: gl.constexpr = q_smem.shape[4]
     KEYS: gl.constexpr = k_smem.shape[1]
     ROWS: gl.constexpr = KEYS // 2  # keys per warpgroup
-    HALF_D: gl.constexpr = HEAD_DIM // 2  # dQ columns per warpgroup
+    # dQ's split between the warpgroups. d128: each takes half of dQ's columns over all
+    # 128 keys (both halves of dS^T: they meet on ds_bar). d64: a 32-column slice of K's
+    # 128-byte swizzled rows gave a wrong dQ on the H200, so each takes all columns over
+    # its own 64 keys, needs no barrier, and both add into the same dQ rows.
+    DQ_COLS: gl.constexpr = dq_smem.shape[4]
+    SPLIT_KEYS: gl.constexpr = DQ_COLS == HEAD_DIM
+    DQ_COL0: gl.constexpr = 0 if SPLIT_KEYS else WG * DQ_COLS
     BOX_D: gl.constexpr = dq_desc.block_type.shape[3]
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(
         version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_M, 16])
     acc_layout: gl.constexpr = gl.NVMMADistributedLayout(
         version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, 16])
     dq_layout: gl.constexpr = gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HALF_D, 16])
+        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, DQ_COLS, 16])
     op_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout,
                                                   k_width=2)
     col_layout: gl.constexpr = gl.SliceLayout(0, s_layout)
@@ -119,15 +125,15 @@ def _consumer(q_smem, do_smem, k_smem, v_smem, lse_smem, delta_smem, ds_smem, dq
     k_all = k_smem.reshape([KEYS, HEAD_DIM])
     k_w = k_all.slice(WG * ROWS, ROWS, dim=0)
     v_w = v_smem.reshape([KEYS, HEAD_DIM]).slice(WG * ROWS, ROWS, dim=0)
-    k_half = k_all.slice(WG * HALF_D, HALF_D, dim=1)  # dQ's B operand
+    k_cols = k_all.slice(DQ_COL0, DQ_COLS, dim=1)  # dQ's B operand (d128)
     keys = n0 + WG * ROWS + gl.arange(0, ROWS, layout=gl.SliceLayout(1, s_layout))
     dk = gl.zeros([ROWS, HEAD_DIM], gl.float32, layout=acc_layout)
     dv = gl.zeros([ROWS, HEAD_DIM], gl.float32, layout=acc_layout)
     s_zero = gl.zeros([ROWS, BLOCK_M], gl.float32, layout=s_layout)
-    dq_zero = gl.zeros([BLOCK_M, HALF_D], gl.float32, layout=dq_layout)
+    dq_zero = gl.zeros([BLOCK_M, DQ_COLS], gl.float32, layout=dq_layout)
     cols_m = gl.arange(0, BLOCK_M, layout=col_layout)
     dq_buf = dq_smem.index(WG)
-    dq_tile = dq_buf.reshape([BLOCK_M, HALF_D])
+    dq_tile = dq_buf.reshape([BLOCK_M, DQ_COLS])
     mbarrier.wait(kv_bar, 0)
 
     for t in range(kv_group * n_m):
@@ -151,22 +157,28 @@ def _consumer(q_smem, do_smem, k_smem, v_smem, lse_smem, delta_smem, ds_smem, dq
         dv = warpgroup_mma(p_op, do, dv, is_async=True)
         dk = warpgroup_mma(ds_op, q, dk, is_async=True)
 
-        # dS^T to shared memory; once both halves are there, dQ's share of this tile.
+        # dS^T to shared memory, then this warpgroup's share of dQ = dS K.
         ds_buf = ds_smem.index(t % 2)
-        ds_buf.slice(WG * ROWS, ROWS, dim=0).store(ds_t.to(dtype))
+        ds_own = ds_buf.slice(WG * ROWS, ROWS, dim=0)
+        ds_own.store(ds_t.to(dtype))
         fence_async_shared()  # the wgmma (async proxy) reads what this proxy wrote
-        mbarrier.arrive(ds_bar.index(t % 2), count=1)
-        mbarrier.wait(ds_bar.index(t % 2), (t // 2) & 1)
-        dq = warpgroup_mma(ds_buf.permute((1, 0)), k_half, dq_zero, use_acc=False,
-                           is_async=True)
+        if SPLIT_KEYS:
+            gl.thread_barrier()
+            dq = warpgroup_mma(ds_own.permute((1, 0)), k_w, dq_zero, use_acc=False,
+                               is_async=True)
+        else:
+            mbarrier.arrive(ds_bar.index(t % 2), count=1)
+            mbarrier.wait(ds_bar.index(t % 2), (t // 2) & 1)
+            dq = warpgroup_mma(ds_buf.permute((1, 0)), k_cols, dq_zero, use_acc=False,
+                               is_async=True)
         dq, dv, dk, p_op, ds_op = warpgroup_mma_wait(0, deps=[dq, dv, dk, p_op, ds_op])
         mbarrier.arrive(empty.index(slot), count=1)  # Q / dO of this slot used
         tma.store_wait(0)  # the previous tile's reduce-add has read dq_tile
         gl.thread_barrier()
         dq_tile.store(dq * grad_scale)
         fence_async_shared()
-        for i in gl.static_range(2):  # one copy per 128-byte swizzle span (the box's width)
-            _tma_reduce_add(dq_desc, [b, m, h, WG * HALF_D + i * BOX_D],
+        for i in gl.static_range(DQ_COLS // BOX_D):  # one copy per 128-byte swizzle span
+            _tma_reduce_add(dq_desc, [b, m, h, DQ_COL0 + i * BOX_D],
                             dq_buf.slice(i * BOX_D, BOX_D, dim=3))  # rows past S dropped
     tma.store_wait(0)
 
@@ -204,7 +216,7 @@ def _consumer1(q_smem, do_smem, k_smem, v_smem, lse_smem, delta_smem, ds_smem, d
 def _bwd_kernel(q_desc, do_desc, k_desc, v_desc, dq_desc, DK, DV, Stats, stats_len,
                 stride_kb, stride_ks, stride_kh, num_heads, kv_heads, seqlen_q, seqlen_k,
                 qk_scale, grad_scale,
-                CAUSAL: gl.constexpr, STAGES: gl.constexpr,
+                CAUSAL: gl.constexpr, STAGES: gl.constexpr, DQ_COLS: gl.constexpr,
                 CONSUMER_REGS: gl.constexpr, LOADER_REGS: gl.constexpr):
     """One CTA = KEYS keys of one (batch, KV head): a producer warp and two consumer
     warpgroups (this kernel's 4 warps and a 4-warp worker). dK / dV (B, Sk, Hk, D)
@@ -242,7 +254,7 @@ def _bwd_kernel(q_desc, do_desc, k_desc, v_desc, dq_desc, DK, DV, Stats, stats_l
     v_smem = gl.allocate_shared_memory(dtype, v_desc.block_type.shape, v_desc.layout)
     ds_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([KEYS, BLOCK_M], dtype)
     ds_smem = gl.allocate_shared_memory(dtype, [2, KEYS, BLOCK_M], ds_layout)
-    dq_shape: gl.constexpr = [2, 1, BLOCK_M, 1, k_desc.block_type.shape[3] // 2]
+    dq_shape: gl.constexpr = [2, 1, BLOCK_M, 1, DQ_COLS]
     dq_smem = gl.allocate_shared_memory(gl.float32, dq_shape, dq_desc.layout)
     kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -273,7 +285,7 @@ def _descriptor(x: torch.Tensor, block_shape: list[int], dtype) -> TensorDescrip
 
 
 # head dim -> (ring slots, consumer / loader registers); 128 keys and 64-query tiles.
-CONFIGS = {128: (2, 240, 24)}
+CONFIGS = {64: (2, 240, 24), 128: (2, 240, 24)}
 KEYS = 128
 BLOCK_M = 64
 # Below this the call is host-bound (see forward_hopper.MIN_FLOPS).
@@ -335,7 +347,8 @@ def attention_backward(dout, q, k, v, stats, dq, dk, dv, *, softmax_scale: float
         _descriptor(dq_acc, [1, block_m, 1, 32], gl.float32),  # 128 bytes: the swizzle span
         dk, dv, stats, stats.shape[-1], dk.stride(0), dk.stride(1), dk.stride(2),
         num_heads, kv_heads, seqlen_q, seqlen_k, softmax_scale / math.log(2.0), softmax_scale,
-        CAUSAL=causal, STAGES=stages, CONSUMER_REGS=consumer_regs,
+        CAUSAL=causal, STAGES=stages, DQ_COLS=head_dim if head_dim <= 64 else head_dim // 2,
+        CONSUMER_REGS=consumer_regs,
         LOADER_REGS=loader_regs,
         num_warps=4)
     dq.copy_(dq_acc)
