@@ -22,8 +22,10 @@ Contract (inputs arrive validated; only the last dim is guaranteed contiguous):
   probs or None). Rows that see no key: out 0, lse -inf. probs (return_probs):
   fp32 (B, H, max_seqlen_q, max_seqlen_k), softmax before dropout, negated where
   dropped, 0 where masked or past the item's lengths.
-* attention_backward -> (dq, dk, dv) shaped and typed like q, k, v. No atomics:
-  always deterministic (the ``deterministic`` flag is accepted and ignored).
+* attention_backward -> (dq, dk, dv) shaped and typed like q, k, v. The Triton
+  kernels use no atomics (bitwise reproducible); the Gluon Hopper kernel
+  (backward_hopper.py, dense 16-bit d64 / d128) reduce-adds dQ, so it is skipped
+  when ``deterministic`` is set.
 * fp32 inputs: tl.dot uses tf32 ("tf32", default) or full fp32 ("ieee").
 * FP8: attention_forward also takes float8_e4m3fn q, k, v with
   ``descales=(q_descale, k_descale, v_descale)``, fp32 (B, Hk) each (q's indexed by

@@ -1,4 +1,6 @@
-"""FlashAttention-2 backward pass in Triton: three kernels, no atomics.
+"""FlashAttention-2 backward pass in Triton: three kernels, no atomics. (Dense 16-bit
+d64 / d128 calls on Hopper take the Gluon kernel in backward_hopper.py instead, unless
+`deterministic`: see `attention_backward`.)
 
 1. `_bwd_preprocess`: Delta[i] = sum_d dO[i, d] * O[i, d] (fp32, LSE layout).
 2. `_bwd_dkdv_kernel`: one program per (key block, batch * KV head). It keeps K, V
@@ -329,9 +331,11 @@ def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, m
                        fp32_precision: str = "tf32"):
     """Gradients (dq, dk, dv) of attention_forward, shaped and typed like q, k, v.
 
-    A separate dQ kernel recomputes P and dP per query block: every gradient
-    element is reduced by one program in a fixed order, so results are bitwise
-    reproducible and ``deterministic`` changes nothing. (With FUSED_DQ the dK/dV
+    Calls `backward_hopper.supports` accepts (sm_90, dense fp16 / bf16, d64 / d128,
+    causal or full, not ``deterministic``) run the Gluon kernel, which adds dQ up
+    with reduce-adds. Otherwise a separate dQ kernel recomputes P and dP per query
+    block: every gradient element is reduced by one program in a fixed order, so
+    results are bitwise reproducible. (With FUSED_DQ the dK/dV
     kernel also reduce-adds dQ into an fp32 buffer instead, unless deterministic;
     measured slower on the H200, see benchmarks/NOTES.md, so off by default.)
     """
