@@ -326,6 +326,26 @@ def test_batch_heads_past_the_grid_limit(monkeypatch):
     check_all(q, k, v, dout, out, lse, grads, causal=True)
 
 
+def test_hopper_row_stats():
+    """The Gluon backward's row statistics come from the Triton preprocess kernel (runs
+    here): LSE in log2 units (+inf where -inf), Delta, rows past S zero up to the tile."""
+    import math
+
+    from flashtile.kernels import backward, backward_hopper
+    gen = torch.Generator().manual_seed(3)
+    out, dout = (torch.randn(2, 70, 3, 16, generator=gen).to(DEVICE, torch.float16)
+                 for _ in range(2))
+    lse = torch.randn(2, 3, 70, generator=gen).to(DEVICE)
+    lse[0, 1, :5] = float("-inf")
+    stats = backward.hopper_row_stats(out, dout, lse)
+    assert stats.shape == (2, 3, 2, 2 * backward_hopper.BLOCK_M)
+    lse2 = torch.where(torch.isneginf(lse), float("inf"), lse / math.log(2.0))
+    delta = (out.float() * dout.float()).sum(-1).transpose(1, 2)
+    torch.testing.assert_close(stats[:, :, 0, :70], lse2)
+    torch.testing.assert_close(stats[:, :, 1, :70], delta, atol=1e-4, rtol=1e-4)
+    assert (stats[:, :, :, 70:] == 0).all()
+
+
 def test_batch_head_grid_covers_exactly():
     from flashtile.kernels.config import MAX_GRID_YZ, batch_head_grid
     assert batch_head_grid(2, 16) == (32, 1)

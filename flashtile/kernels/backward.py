@@ -32,11 +32,15 @@ from .forward import _seq_bounds
 
 
 @triton.jit
-def _bwd_preprocess(Out, DOut, Delta, CuSeqQ,
+def _bwd_preprocess(Out, DOut, Lse, Delta, Lse2, CuSeqQ,
                     stride_ob, stride_os, stride_oh, stride_db, stride_ds, stride_dh,
-                    stride_lb, stride_lh, num_heads, seqlen_q,
-                    HEAD_DIM: tl.constexpr, IS_VARLEN: tl.constexpr,
+                    stride_lb, stride_lh, stride_sb, stride_sh, num_heads, seqlen_q, padded_len,
+                    HEAD_DIM: tl.constexpr, IS_VARLEN: tl.constexpr, STATS: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Delta[i] = sum_d dO[i, d] O[i, d] (fp32) at Delta + b * stride_sb + h * stride_sh.
+    STATS (the Gluon backward's row statistics, `hopper_row_stats`): also Lse2 = LSE in
+    log2 units, +inf where LSE is -inf (so P = 0), at Delta's offsets; rows from S up to
+    padded_len get 0 in both (their Q and dO tiles read as zeros there)."""
     pid_m = tl.program_id(0)
     bh = batch_head()
     b = bh // num_heads
@@ -52,7 +56,14 @@ def _bwd_preprocess(Out, DOut, Delta, CuSeqQ,
                  + rows[:, None].to(tl.int64) * stride_ds + offs_d[None, :], mask=mask,
                  other=0.0)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)  # [BLOCK_M]
-    tl.store(Delta + b64 * stride_lb + h * stride_lh + q_start + rows, delta, mask=rows < sq)
+    offs = b64 * stride_sb + h * stride_sh + q_start + rows
+    stored = rows < sq
+    if STATS:
+        stored = rows < padded_len
+        lse = tl.load(Lse + b64 * stride_lb + h * stride_lh + rows, mask=rows < sq, other=0.0)
+        tl.store(Lse2 + offs, tl.where(lse == float("-inf"), float("inf"), lse * LOG2E),
+                 mask=stored)
+    tl.store(Delta + offs, delta, mask=stored)
 
 
 @triton.jit
@@ -325,6 +336,33 @@ DQ_REDUCE_TMA = True
 USE_HOPPER_KERNEL = True
 
 
+def _preprocess(out, dout, lse, delta, lse2, cu_q, varlen, lse_strides, delta_strides, batch,
+                max_seqlen_q, seqlen_q, padded_len):
+    """Launch `_bwd_preprocess` (STATS when padded_len > 0: lse2 is written too)."""
+    num_heads, head_dim = out.shape[-2], out.shape[-1]
+    cfg = get_config("bwd_pre", head_dim, out.dtype)
+    rows = max(max_seqlen_q, padded_len)
+    if rows > 0:
+        _bwd_preprocess[(cdiv(rows, cfg.block_m), *batch_head_grid(batch, num_heads))](
+            out, dout, lse, delta, lse2, cu_q, *seq_strides(out, varlen),
+            *seq_strides(dout, varlen), *lse_strides, *delta_strides, num_heads, seqlen_q,
+            padded_len, HEAD_DIM=head_dim, IS_VARLEN=varlen, STATS=padded_len > 0,
+            BLOCK_M=cfg.block_m, BLOCK_D=padded_head_dim(head_dim), num_warps=cfg.num_warps,
+            num_stages=cfg.num_stages)
+
+
+def hopper_row_stats(out, dout, lse):
+    """The Gluon backward's row statistics from dense (B, S, H, D) out / dout and the
+    forward's (B, H, S) LSE: `backward_hopper.row_stats`' buffer, filled by one
+    preprocess launch."""
+    batch, seqlen_q = out.shape[:2]
+    lse = lse.contiguous()
+    stats = backward_hopper.row_stats(lse)
+    _preprocess(out, dout, lse, stats[:, :, 1], stats[:, :, 0], lse, False, lse.stride()[:2],
+                stats.stride()[:2], batch, seqlen_q, seqlen_q, stats.shape[-1])
+    return stats
+
+
 def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                        max_seqlen_k, softmax_scale, window_left, window_right, softcap,
                        alibi_slopes, dropout_p, seed, deterministic: bool = False,
@@ -354,7 +392,6 @@ def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, m
     dk = make(k.shape, dtype=k.dtype, device=k.device)
     dv = make(v.shape, dtype=v.dtype, device=v.device)
     lse = lse.contiguous()  # a no-op for the forward's own lse
-    delta = torch.zeros_like(lse)  # fp32, same layout as lse
     stride_lb, stride_lh = (0, lse.stride(0)) if varlen else (lse.stride(0), lse.stride(1))
 
     scalars = launch_scalars(softmax_scale=softmax_scale, softcap=softcap,
@@ -375,26 +412,17 @@ def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, m
         q, k, v, dout, softmax_scale=softmax_scale, window_left=window_left,
         window_right=window_right, softcap=softcap, alibi_slopes=alibi_slopes,
         dropout_p=dropout_p, deterministic=deterministic)
-    stats = None
-    if hopper:  # LSE (log2 units) and Delta side by side, as the Gluon kernel reads them
-        stats = backward_hopper.row_stats(lse)
-        delta = stats[:, :, 1]
-
-    # 1. Delta = rowsum(dO * O)
-    cfg = get_config("bwd_pre", head_dim, q.dtype)
-    if max_seqlen_q > 0:
-        _bwd_preprocess[(cdiv(max_seqlen_q, cfg.block_m), *batch_head_grid(batch, num_heads))](
-            out, dout, delta, cu_q, *seq_strides(out, varlen), *seq_strides(dout, varlen),
-            *((delta.stride(0), delta.stride(1)) if hopper else (stride_lb, stride_lh)),
-            num_heads, seqlen_q, HEAD_DIM=head_dim, IS_VARLEN=varlen,
-            BLOCK_M=cfg.block_m, BLOCK_D=block_d, num_warps=cfg.num_warps,
-            num_stages=cfg.num_stages)
     if hopper:
+        stats = hopper_row_stats(out, dout, lse)
         backward_hopper.attention_backward(dout, q, k, v, stats, dq, dk, dv,
                                            softmax_scale=softmax_scale,
                                            causal=window_right == 0)
         return dq, dk, dv
 
+    # 1. Delta = rowsum(dO * O)
+    delta = torch.zeros_like(lse)  # fp32, same layout as lse
+    _preprocess(out, dout, lse, delta, delta, cu_q, varlen, (stride_lb, stride_lh),
+                (stride_lb, stride_lh), batch, max_seqlen_q, seqlen_q, 0)
     common = dict(max_seqlen_k=max_seqlen_k, grad_scale=softmax_scale, dropout_p=dropout_p,
                   HEAD_DIM=head_dim, IS_VARLEN=varlen, HAS_ALIBI=has_alibi,
                   HAS_DROPOUT=has_dropout, PRECISION=dot_precision(q.dtype, fp32_precision),

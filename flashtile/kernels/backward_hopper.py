@@ -313,16 +313,12 @@ def supports(q, k, v, dout, *, softmax_scale, window_left, window_right, softcap
 
 
 def row_stats(lse: torch.Tensor) -> torch.Tensor:
-    """(B, H, 2, S rounded up to BLOCK_M) fp32: [LSE * log2(e) (+inf where LSE = -inf, so
-    P = 0 there), Delta (zero; the caller's preprocess fills it)]. Rows past S are 0:
-    their Q and dO tiles read as zeros, so they add nothing."""
+    """The buffer the kernel reads its row statistics from, for a (B, H, S) LSE:
+    (B, H, 2, S rounded up to BLOCK_M) fp32, [LSE * log2(e) (+inf where LSE = -inf, so
+    P = 0 there), Delta], rows past S zero. Filled by `backward.hopper_row_stats`."""
     batch, heads, seqlen = lse.shape
-    stats = torch.zeros((batch, heads, 2, -(-seqlen // BLOCK_M) * BLOCK_M),
-                        dtype=torch.float32, device=lse.device)
-    lse2 = stats[:, :, 0, :seqlen]
-    torch.mul(lse, 1.0 / math.log(2.0), out=lse2)
-    lse2.masked_fill_(lse == float("-inf"), float("inf"))
-    return stats
+    return torch.empty((batch, heads, 2, -(-seqlen // BLOCK_M) * BLOCK_M),
+                       dtype=torch.float32, device=lse.device)
 
 
 def attention_backward(dout, q, k, v, stats, dq, dk, dv, *, softmax_scale: float,
