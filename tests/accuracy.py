@@ -66,3 +66,25 @@ def check_case(run, q, k, v, *, dtype, grads=True, dropout_p=0.0, **ref_options)
         for name, a, r, b in zip(("dq", "dk", "dv"), ours, refs, bases):
             assert_close_rule(a, r, b, q.shape[-1], 3.0, name)
     return out, keep
+
+
+def check_items(run, q, k, v, items, *, dtype, **ref_options):
+    """`check_case` for huge batches: run `run(q, k, v) -> out` on all of q, k, v (float32
+    masters, run in `dtype`), then hold the output and the gradients of the batch items
+    `items` to the 2x / 3x rule (items are independent, so a few suffice)."""
+    from flashtile.reference import attention_ref
+
+    low = [x.detach().to(dtype).requires_grad_() for x in (q, k, v)]
+    out = run(*low)
+    dout = torch.randn_like(out)
+    grads = torch.autograd.grad(out, low, dout)
+    sub = [x.detach()[items] for x in low]
+    hi = [x.double().requires_grad_() for x in sub]
+    base_in = [x.clone().requires_grad_() for x in sub]
+    ref, _ = attention_ref(*hi, **ref_options)
+    base, _ = attention_ref(*base_in, upcast=False, **ref_options)
+    assert_close_rule(out[items], ref, base, q.shape[-1], 2.0, "out")
+    refs = torch.autograd.grad(ref, hi, dout[items].double())
+    bases = torch.autograd.grad(base, base_in, dout[items])
+    for name, g, r, b in zip(("dq", "dk", "dv"), grads, refs, bases):
+        assert_close_rule(g[items], r, b, q.shape[-1], 3.0, name)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import flashtile
-from accuracy import check_case
+from accuracy import check_case, check_items
 from flashtile.kernels import backward, backward_hopper, forward, forward_hopper
 
 pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("triton_backend")]
@@ -130,6 +130,9 @@ def test_batch_heads_past_the_grid_limit(launches, monkeypatch, gluon):
         monkeypatch.setattr(forward, "USE_HOPPER_KERNEL", False)
         monkeypatch.setattr(backward, "USE_HOPPER_KERNEL", False)
     q, k, v = _inputs(4100, 64, 64, 16, 16, 128, seed=9)
-    check_case(lambda a, b, c: (flashtile.flash_attn_func(a, b, c, causal=True), None),
-               q, k, v, dtype=torch.bfloat16, causal=True)
+    # items on grid axis 2's first and last rows (a full float64 check of all 4100 takes
+    # ~55 GB and ran out of memory next to other tests under pytest-xdist)
+    check_items(lambda a, b, c: flashtile.flash_attn_func(a, b, c, causal=True),
+                q, k, v, torch.tensor([0, 1, 2047, 2048, 4098, 4099]), dtype=torch.bfloat16,
+                causal=True)
     assert launches[0] == (1 if gluon else 0)
