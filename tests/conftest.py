@@ -31,3 +31,20 @@ def triton_backend():
 
     with flashtile.use_backend("triton"):
         yield
+
+
+@pytest.fixture
+def count_calls(monkeypatch):
+    """count_calls(module, name) wraps module.name for this test and returns a one-element
+    list holding its call count (the Gluon tests use it to prove their kernel ran)."""
+    def patch(module, name):
+        count = [0]
+        real = getattr(module, name)
+
+        def counted(*args, **kwargs):
+            count[0] += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, counted)
+        return count
+    return patch

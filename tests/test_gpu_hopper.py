@@ -17,18 +17,11 @@ pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("triton_backend")]
 
 
 @pytest.fixture
-def launches(monkeypatch):
+def launches(monkeypatch, count_calls):
     """Number of Gluon launches so far; skips the test off Hopper."""
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the Gluon forward is sm_90 only")
-    count = [0]
-    real = forward_hopper.attention_forward
-
-    def counted(*args, **kwargs):
-        count[0] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(forward_hopper, "attention_forward", counted)
+    count = count_calls(forward_hopper, "attention_forward")
     monkeypatch.setattr(forward, "USE_HOPPER_KERNEL", True)  # whatever the defaults
     monkeypatch.setattr(forward_hopper, "ENABLED", set(forward_hopper.CONFIGS))
     monkeypatch.setattr(forward_hopper, "MIN_FLOPS", 0.0)  # small shapes take it too

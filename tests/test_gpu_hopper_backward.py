@@ -16,18 +16,11 @@ pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("triton_backend")]
 
 
 @pytest.fixture
-def launches(monkeypatch):
+def launches(monkeypatch, count_calls):
     """Number of Gluon backward launches so far; skips the test off Hopper."""
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the Gluon backward is sm_90 only")
-    count = [0]
-    real = backward_hopper.attention_backward
-
-    def counted(*args, **kwargs):
-        count[0] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(backward_hopper, "attention_backward", counted)
+    count = count_calls(backward_hopper, "attention_backward")
     monkeypatch.setattr(backward, "USE_HOPPER_KERNEL", True)  # whatever the defaults
     monkeypatch.setattr(backward_hopper, "MIN_FLOPS", 0.0)  # small shapes take it too
     monkeypatch.setattr(forward_hopper, "MIN_FLOPS", 0.0)

@@ -4,7 +4,7 @@ test_gpu_hopper.py, test_gpu_hopper_backward.py)."""
 import pytest
 import torch
 
-from flashtile.kernels import backward_hopper, forward_hopper
+from flashtile.kernels import backward_hopper, forward_hopper, hopper_common
 
 
 def _supports(q, k, v, **over):
@@ -35,8 +35,8 @@ def test_small_launches_stay_on_the_triton_kernel(monkeypatch):
     """The size rule alone: a CUDA-looking call below MIN_FLOPS is refused."""
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
-    monkeypatch.setattr(forward_hopper, "interpreter_active", lambda: False)
-    monkeypatch.setattr(forward_hopper, "descriptor_ok", lambda *t: True)
+    monkeypatch.setattr(hopper_common, "interpreter_active", lambda: False)
+    monkeypatch.setattr(hopper_common, "descriptor_ok", lambda *t: True)
     small = torch.empty(1, 256, 2, 128, dtype=torch.bfloat16)
     big = torch.empty(1, 8192, 16, 128, dtype=torch.bfloat16)
     assert not _supports(small, small, small)
@@ -54,8 +54,8 @@ def _bwd_supports(q, **over):
 def fake_hopper(monkeypatch):
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
-    monkeypatch.setattr(backward_hopper, "interpreter_active", lambda: False)
-    monkeypatch.setattr(backward_hopper, "descriptor_ok", lambda *t: True)
+    monkeypatch.setattr(hopper_common, "interpreter_active", lambda: False)
+    monkeypatch.setattr(hopper_common, "descriptor_ok", lambda *t: True)
 
 
 def test_backward_dispatch_rules(fake_hopper):

@@ -35,13 +35,11 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma,
                                                               warpgroup_mma, warpgroup_mma_wait)
 from triton.experimental.gluon.language._core import builtin
-from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from triton._C.libtriton import ir
 
-from .common import descriptor_ok, forward_flops
-from .config import batch_head_grid, interpreter_active
+from .config import batch_head_grid
+from .hopper_common import dense_call_ok, descriptor
 
-_GL_DTYPES = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16}
 
 
 @builtin
@@ -279,11 +277,6 @@ def _bwd_kernel(q_desc, do_desc, k_desc, v_desc, dq_desc, DK, DV, Stats, stats_l
     ], [4, 1], [CONSUMER_REGS, LOADER_REGS])
 
 
-def _descriptor(x: torch.Tensor, block_shape: list[int], dtype) -> TensorDescriptor:
-    layout = gl.NVMMASharedLayout.get_default_for(block_shape, dtype)
-    return TensorDescriptor(x, list(x.shape), list(x.stride()), block_shape, layout)
-
-
 # head dim -> (ring slots, consumer / loader registers); 128 keys and 64-query tiles.
 CONFIGS = {64: (2, 240, 24), 128: (2, 240, 24)}
 KEYS = 128
@@ -295,21 +288,13 @@ MIN_FLOPS = 1e11
 def supports(q, k, v, dout, *, softmax_scale, window_left, window_right, softcap,
              alibi_slopes, dropout_p, deterministic) -> bool:
     """True when this kernel can run the call: see the module doc for the scope."""
-    if not (q.is_cuda and q.dim() == 4) or interpreter_active() or deterministic:
+    if deterministic or q.dtype not in (torch.float16, torch.bfloat16):
         return False
-    if torch.cuda.get_device_capability(q.device) != (9, 0):
+    if q.shape[-1] not in CONFIGS:
         return False
-    if q.dtype not in _GL_DTYPES or q.shape[-1] not in CONFIGS:
-        return False
-    if window_left != -1 or window_right not in (-1, 0):
-        return False
-    if softcap != 0.0 or alibi_slopes is not None or dropout_p > 0.0 or softmax_scale <= 0:
-        return False
-    batch, seqlen_q, heads, head_dim = q.shape
-    if forward_flops(batch, heads, seqlen_q, k.shape[1], head_dim,
-                     window_right == 0) < MIN_FLOPS:
-        return False
-    return min(seqlen_q, k.shape[1]) > 0 and descriptor_ok(q, k, v, dout)
+    return dense_call_ok(q, k, (q, k, v, dout), softmax_scale=softmax_scale,
+                         window_left=window_left, window_right=window_right, softcap=softcap,
+                         alibi_slopes=alibi_slopes, dropout_p=dropout_p, min_flops=MIN_FLOPS)
 
 
 def row_stats(lse: torch.Tensor) -> torch.Tensor:
@@ -329,18 +314,17 @@ def attention_backward(dout, q, k, v, stats, dq, dk, dv, *, softmax_scale: float
     seqlen_k, kv_heads = k.shape[1], k.shape[2]
     stages, consumer_regs, loader_regs = CONFIGS[head_dim]
     block_m = BLOCK_M
-    gdt = _GL_DTYPES[q.dtype]
     dq_acc = torch.zeros((batch, seqlen_q, num_heads, head_dim), dtype=torch.float32,
                          device=q.device)
     if dk.stride() != dv.stride():
         raise ValueError("dk and dv must have equal strides")
     grid = (-(-seqlen_k // KEYS), *batch_head_grid(batch, kv_heads))
     _bwd_kernel[grid](
-        _descriptor(q, [1, block_m, 1, head_dim], gdt),
-        _descriptor(dout, [1, block_m, 1, head_dim], gdt),
-        _descriptor(k, [1, KEYS, 1, head_dim], gdt),
-        _descriptor(v, [1, KEYS, 1, head_dim], gdt),
-        _descriptor(dq_acc, [1, block_m, 1, 32], gl.float32),  # 128 bytes: the swizzle span
+        descriptor(q, [1, block_m, 1, head_dim]),
+        descriptor(dout, [1, block_m, 1, head_dim]),
+        descriptor(k, [1, KEYS, 1, head_dim]),
+        descriptor(v, [1, KEYS, 1, head_dim]),
+        descriptor(dq_acc, [1, block_m, 1, 32]),  # 128 bytes: the swizzle span
         dk, dv, stats, stats.shape[-1], dk.stride(0), dk.stride(1), dk.stride(2),
         num_heads, kv_heads, seqlen_q, seqlen_k, softmax_scale / math.log(2.0), softmax_scale,
         CAUSAL=causal, STAGES=stages, DQ_COLS=head_dim if head_dim <= 64 else head_dim // 2,

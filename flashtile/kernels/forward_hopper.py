@@ -30,13 +30,10 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma,
                                                               warpgroup_mma, warpgroup_mma_wait)
-from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from .common import LN2, LOG2E, descriptor_ok, forward_flops, transposed_v
-from .config import batch_head_grid, interpreter_active
-
-_GL_DTYPES = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16,
-              torch.float8_e4m3fn: gl.float8e4nv}
+from .common import LN2, LOG2E, transposed_v
+from .config import batch_head_grid
+from .hopper_common import dense_call_ok, descriptor
 
 
 @gluon.jit
@@ -278,11 +275,6 @@ def _v_operand(v_tile, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, V_T: gl.co
         return v_tile.reshape([BLOCK_N, HEAD_DIM])
 
 
-def _descriptor(x: torch.Tensor, block_shape: list[int]) -> TensorDescriptor:
-    layout = gl.NVMMASharedLayout.get_default_for(block_shape, _GL_DTYPES[x.dtype])
-    return TensorDescriptor(x, list(x.shape), list(x.stride()), block_shape, layout)
-
-
 # (dtype class, head dim) -> (key tile, ring slots, consumer / loader registers). The
 # query block is always 2 x 64 rows (two consumer warpgroups).
 # d128: 128-key tiles with three slots (O staged in Q's tiles to fit) and 240 consumer
@@ -312,21 +304,13 @@ def _row(dtype: torch.dtype, head_dim: int) -> tuple[str, int]:
 def supports(q, k, v, *, softmax_scale, window_left, window_right, softcap, alibi_slopes,
              dropout_p) -> bool:
     """True when this kernel can run the call: see the module doc for the scope."""
-    if not (q.is_cuda and q.dim() == 4) or interpreter_active():
+    if q.dtype not in (torch.float16, torch.bfloat16, torch.float8_e4m3fn):
         return False
-    if torch.cuda.get_device_capability(q.device) != (9, 0):
+    if _row(q.dtype, q.shape[-1]) not in ENABLED:
         return False
-    if q.dtype not in _GL_DTYPES or _row(q.dtype, q.shape[-1]) not in ENABLED:
-        return False
-    if window_left != -1 or window_right not in (-1, 0):
-        return False
-    if softcap != 0.0 or alibi_slopes is not None or dropout_p > 0.0 or softmax_scale <= 0:
-        return False
-    batch, seqlen_q, heads, head_dim = q.shape
-    if forward_flops(batch, heads, seqlen_q, k.shape[1], head_dim,
-                     window_right == 0) < MIN_FLOPS:
-        return False
-    return min(seqlen_q, k.shape[1]) > 0 and descriptor_ok(q, k, v)
+    return dense_call_ok(q, k, (q, k, v), softmax_scale=softmax_scale,
+                         window_left=window_left, window_right=window_right, softcap=softcap,
+                         alibi_slopes=alibi_slopes, dropout_p=dropout_p, min_flops=MIN_FLOPS)
 
 
 def attention_forward(q, k, v, out, lse, *, softmax_scale: float, causal: bool,
@@ -338,13 +322,13 @@ def attention_forward(q, k, v, out, lse, *, softmax_scale: float, causal: bool,
     seqlen_k, kv_heads = k.shape[1], k.shape[2]
     block_n, stages, consumer_regs, loader_regs = CONFIGS[_row(q.dtype, head_dim)]
     is_fp8 = q.dtype == torch.float8_e4m3fn
-    q_desc = _descriptor(q, [1, ROWS, 1, head_dim])
-    k_desc = _descriptor(k, [1, block_n, 1, head_dim])
+    q_desc = descriptor(q, [1, ROWS, 1, head_dim])
+    k_desc = descriptor(k, [1, block_n, 1, head_dim])
     if is_fp8:  # (B, Hk, D, S rounded up to 16)
-        v_desc = _descriptor(transposed_v(v, permute_keys=True)[1], [1, 1, head_dim, block_n])
+        v_desc = descriptor(transposed_v(v, permute_keys=True)[1], [1, 1, head_dim, block_n])
     else:
-        v_desc = _descriptor(v, [1, block_n, 1, head_dim])
-    o_desc = _descriptor(out, [1, ROWS, 1, head_dim])
+        v_desc = descriptor(v, [1, block_n, 1, head_dim])
+    o_desc = descriptor(out, [1, ROWS, 1, head_dim])
     grid = (-(-seqlen_q // (2 * ROWS)), *batch_head_grid(batch, num_heads))
     _fwd_kernel[grid](
         q_desc, k_desc, v_desc, o_desc, lse, descale if is_fp8 else lse,
