@@ -4,7 +4,8 @@ torch's flash backend, in one process.
     python3 benchmarks/gluon_ab.py --out "$OUT" [--seqlens 2048 16384] [--fp8]
 
 16k tokens, model dim 2048 (FlashAttention's convention), forward only. flashtile
-is timed twice (every forward_hopper.CONFIGS row enabled): with forward.USE_HOPPER_KERNEL on (Gluon) and off (Triton). With
+is timed twice (every forward_hopper.CONFIGS row enabled): with
+forward.USE_HOPPER_KERNEL on (Gluon) and off (Triton). With
 --fp8 the FP8 forward (both kernels) is timed next to the bf16 Gluon forward.
 Medians of `bench.benchmark_ms` on rotated inputs. Writes gluon_ab.json.
 """
