@@ -14,10 +14,11 @@ warpgroups own 64 keys each and do the 5 matmuls of FlashAttention-2/3:
     dV_w += P^T dO,  dK_w += dS^T Q     (P^T, dS^T as register operands)
     dS^T -> shared memory; both warpgroups meet on an mbarrier, then
     dQ[:, half w] = dS K[:, half w]     (staged in shared memory, then added into an
-                                        fp32 buffer by the copy engine's reduce-add)
+                                        fp32 buffer by the copy engine's reduce-add;
+                                        d64: dQ = dS_w K_w, all columns, no meeting)
 
 Scope (`supports`): dense (B, S, H, D) fp16 / bf16 at head dim 64 or 128 on sm_90, causal
-or full attention, no softcap / ALiBi / dropout, not deterministic (the atomic adds
+or full attention, no softcap / ALiBi / dropout, not deterministic (the reduce-adds
 make dQ's summation order vary from run to run).
 
 Measured (H200, NOTES.md session 7): with per-thread atomic adds (red.global.v2.f32) in
@@ -39,7 +40,6 @@ from triton._C.libtriton import ir
 
 from .config import batch_head_grid
 from .hopper_common import dense_call_ok, descriptor
-
 
 
 @builtin
@@ -91,8 +91,8 @@ def _loader(q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, ls
 @gluon.jit
 def _consumer(q_smem, do_smem, k_smem, v_smem, lse_smem, delta_smem, ds_smem, dq_smem, kv_bar,
               full, empty, ds_bar, DK, DV, dq_desc, b, hk, n0, kv_group, m_begin, n_m, n_masked,
-              seqlen_q, seqlen_k, diag, qk_scale, grad_scale, stride_kb, stride_ks, stride_kh, WG:
-              gl.constexpr):
+              seqlen_q, seqlen_k, diag, qk_scale, grad_scale, stride_kb, stride_ks, stride_kh,
+              WG: gl.constexpr):
     """Consumer warpgroup WG: keys n0 + [64 WG, 64 WG + 64) of the CTA, all query tiles.
     Query i sees key j iff j <= i + diag (causal; diag = seqlen_k otherwise): only the
     first n_masked tiles of each head's band need that mask."""
@@ -313,18 +313,17 @@ def attention_backward(dout, q, k, v, stats, dq, dk, dv, *, softmax_scale: float
     batch, seqlen_q, num_heads, head_dim = q.shape
     seqlen_k, kv_heads = k.shape[1], k.shape[2]
     stages, consumer_regs, loader_regs = CONFIGS[head_dim]
-    block_m = BLOCK_M
     dq_acc = torch.zeros((batch, seqlen_q, num_heads, head_dim), dtype=torch.float32,
                          device=q.device)
     if dk.stride() != dv.stride():
         raise ValueError("dk and dv must have equal strides")
     grid = (-(-seqlen_k // KEYS), *batch_head_grid(batch, kv_heads))
     _bwd_kernel[grid](
-        descriptor(q, [1, block_m, 1, head_dim]),
-        descriptor(dout, [1, block_m, 1, head_dim]),
+        descriptor(q, [1, BLOCK_M, 1, head_dim]),
+        descriptor(dout, [1, BLOCK_M, 1, head_dim]),
         descriptor(k, [1, KEYS, 1, head_dim]),
         descriptor(v, [1, KEYS, 1, head_dim]),
-        descriptor(dq_acc, [1, block_m, 1, 32]),  # 128 bytes: the swizzle span
+        descriptor(dq_acc, [1, BLOCK_M, 1, 32]),  # 128 bytes: the swizzle span
         dk, dv, stats, stats.shape[-1], dk.stride(0), dk.stride(1), dk.stride(2),
         num_heads, kv_heads, seqlen_q, seqlen_k, softmax_scale / math.log(2.0), softmax_scale,
         CAUSAL=causal, STAGES=stages, DQ_COLS=head_dim if head_dim <= 64 else head_dim // 2,
