@@ -42,15 +42,18 @@ def _methods(fp8: bool):
     methods = {"gluon": _flashtile(True, False), "triton": _flashtile(False, False)}
     if fp8:
         methods.update({"gluon-fp8": _flashtile(True, True), "triton-fp8": _flashtile(False, True)})
-    for name in ("sdpa-cudnn", "sdpa-flash"):
-        m = bench.make_method(name)
-        methods[name] = lambda q, k, v, c, m=m: _in(m, q, k, v, c)
-    return methods
+    return {**methods, **peers()}
 
 
-def _in(method, q, k, v, causal):
-    with method.context():
-        return method.fn(q, k, v, causal)
+def peers(names=("sdpa-cudnn", "sdpa-flash")) -> dict:
+    """name -> fn(q, k, v, causal) for torch SDPA backends, each run in its backend's
+    context (also used by gluon_bwd_ab.py and gluon_bwd_ablate.py)."""
+    def run(method):
+        def call(q, k, v, causal):
+            with method.context():
+                return method.fn(q, k, v, causal)
+        return call
+    return {name: run(bench.make_method(name)) for name in names}
 
 
 def main():

@@ -31,6 +31,7 @@ import torch
 import flashtile
 from flashtile import bench
 from flashtile.kernels import backward, backward_hopper
+from gluon_ab import peers  # (this script's folder is on sys.path when it runs)
 
 SRC = backward_hopper.__file__
 ATOMIC = """        gl.atomic_add(DQAcc + offs[:, None] + dq_cols[None, :], dq,
@@ -92,7 +93,7 @@ def main():
     d, seqlen = 128, args.seqlen
     batch, heads = max(1, 16384 // seqlen), 2048 // d
     sets = bench.make_inputs(batch, seqlen, heads, d, torch.bfloat16, "cuda")
-    cudnn = bench.make_method("sdpa-cudnn")
+    run_cudnn = peers(["sdpa-cudnn"])["sdpa-cudnn"]
     results, rows = [], []
     for causal in (False, True):
         flops = bench.attention_flops(batch, heads, seqlen, seqlen, d, causal, "bwd")
@@ -108,10 +109,6 @@ def main():
             fn = lambda q, k, v, c, mod=mod: ours(q, k, v, c, mod)  # noqa: E731
             call = bench.pass_callable(fn, sets, causal, "bwd")
             tf[name] = bench.tflops(flops, bench.benchmark_ms(call, "cuda"))
-
-        def run_cudnn(q, k, v, c):
-            with cudnn.context():
-                return cudnn.fn(q, k, v, c)
 
         tf["sdpa-cudnn"] = bench.tflops(flops, bench.benchmark_ms(
             bench.pass_callable(run_cudnn, sets, causal, "bwd"), "cuda"))
