@@ -1,4 +1,4 @@
-"""A/B of the Gluon backward (backward_hopper.py) against the Triton backward, cuDNN and
+"""A/B of the Gluon backward (backward_hopper.py, backward_hopper_d256.py) against the Triton backward, cuDNN and
 torch's flash backend, in one process.
 
     python3 benchmarks/gluon_bwd_ab.py --out "$OUT" [--seqlens 2048 16384] [--head-dims 128]
@@ -78,11 +78,13 @@ def main():
                                     max_abs_diff_vs_triton=diff))
                 best = max(tf[n] for n in gluons)
                 rows.append([str(d), str(causal), str(seqlen)] + [f"{tf[n]:.0f}" for n in methods]
-                            + [f"{best / tf['sdpa-cudnn']:.2f}", f"{max(diff.values()):.1e}"])
+                            + [f"{best / tf['sdpa-cudnn']:.2f}", f"{best / tf['sdpa-flash']:.2f}",
+                               f"{max(diff.values()):.1e}"])
                 print(*rows[-1], flush=True)
     backward.USE_HOPPER_KERNEL = True
     print(f"\n{torch.cuda.get_device_name()}, backward TFLOP/s, bf16, 16k tokens, model dim 2048")
-    print(bench.table(["d", "causal", "S", *methods, "gluon/cudnn", "max |diff|"], rows))
+    print(bench.table(["d", "causal", "S", *methods, "gluon/cudnn", "gluon/flash",
+                                "max |diff|"], rows))
     with open(os.path.join(args.out, "gluon_bwd_ab.json"), "w") as f:
         json.dump(dict(gpu=torch.cuda.get_device_name(), results=results), f, indent=1)
 

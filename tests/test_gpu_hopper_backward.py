@@ -1,4 +1,5 @@
-"""GPU tests of the Gluon backward for Hopper (flashtile/kernels/backward_hopper.py).
+"""GPU tests of the Gluon backward for Hopper (flashtile/kernels/backward_hopper.py, and
+backward_hopper_d256.py at head dim 256).
 
 Skipped without CUDA (tests/conftest.py) and off sm_90. Every case checks that the
 Gluon backward actually ran (a counter on its launcher), then applies the 3x rule
@@ -38,7 +39,7 @@ SHAPES = [(1, 1), (113, 203), (203, 113), (128, 128), (1023, 1024), (1024, 1023)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("d", [64, 128, 256])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_gluon_backward_matches_reference(launches, shape, causal, d, dtype):
@@ -49,28 +50,31 @@ def test_gluon_backward_matches_reference(launches, shape, causal, d, dtype):
     assert launches[0] == 1
 
 
+@pytest.mark.parametrize("d", [128, 256])
 @pytest.mark.parametrize("causal", [False, True])
-def test_gluon_backward_long_gqa(launches, causal):
-    """Many query tiles per CTA over four heads of a GQA group (the ring wraps around)."""
-    q, k, v = _inputs(1, 2048, 2048, 8, 2, 128, seed=7)
+def test_gluon_backward_long_gqa(launches, causal, d):
+    """Many query tiles per CTA over four heads of a GQA group (the rings wrap around)."""
+    q, k, v = _inputs(1, 2048, 2048, 8, 2, d, seed=7)
     check_case(lambda a, b, c: (flashtile.flash_attn_func(a, b, c, causal=causal), None),
                q, k, v, dtype=torch.bfloat16, causal=causal)
     assert launches[0] == 1
 
 
-def test_gluon_backward_packed_qkv(launches):
+@pytest.mark.parametrize("d", [128, 256])
+def test_gluon_backward_packed_qkv(launches, d):
     """q, k, v as strided views of one packed (B, S, 3, H, D) tensor."""
-    qkv = torch.randn(2, 300, 3, 4, 128, device="cuda")
+    qkv = torch.randn(2, 300, 3, 4, d, device="cuda")
     q, k, v = qkv.unbind(2)
     check_case(lambda a, b, c: (flashtile.flash_attn_func(a, b, c, causal=True), None),
                q, k, v, dtype=torch.bfloat16, causal=True)
     assert launches[0] == 1
 
 
-def test_rows_without_keys_get_zero_gradients(launches):
+@pytest.mark.parametrize("d", [128, 256])
+def test_rows_without_keys_get_zero_gradients(launches, d):
     """Causal with Sq > Sk (bottom-right aligned): the first Sq - Sk rows see no key,
     so their dQ is exactly 0, and nothing is NaN."""
-    q, k, v = (x.to(torch.bfloat16).requires_grad_() for x in _inputs(1, 300, 100, 2, 2, 128, 1))
+    q, k, v = (x.to(torch.bfloat16).requires_grad_() for x in _inputs(1, 300, 100, 2, 2, d, 1))
     out = flashtile.flash_attn_func(q, k, v, causal=True)
     out.backward(torch.randn_like(out))
     assert launches[0] == 1
@@ -79,8 +83,9 @@ def test_rows_without_keys_get_zero_gradients(launches):
         assert torch.isfinite(g).all()
 
 
-def test_gluon_backward_matches_triton_kernels(launches, monkeypatch):
-    q, k, v = (x.to(torch.float16) for x in _inputs(2, 777, 901, 4, 2, 128, seed=2))
+@pytest.mark.parametrize("d", [128, 256])
+def test_gluon_backward_matches_triton_kernels(launches, monkeypatch, d):
+    q, k, v = (x.to(torch.float16) for x in _inputs(2, 777, 901, 4, 2, d, seed=2))
     dout = torch.randn_like(q)
 
     def grads():
@@ -106,7 +111,7 @@ def test_other_options_take_the_triton_kernels(launches, options):
     assert launches[0] == 0
 
 
-@pytest.mark.parametrize("d", [59, 256])
+@pytest.mark.parametrize("d", [59, 96])
 def test_other_head_dims_take_the_triton_kernels(launches, d):
     q, k, v = (x.to(torch.bfloat16).requires_grad_()
                for x in _inputs(1, 256, 256, 2, 2, d, seed=3))

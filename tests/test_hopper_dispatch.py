@@ -4,7 +4,8 @@ test_gpu_hopper.py, test_gpu_hopper_backward.py)."""
 import pytest
 import torch
 
-from flashtile.kernels import backward_hopper, forward_hopper, hopper_common
+from flashtile.kernels import (backward_hopper, backward_hopper_d256, forward_hopper,
+                               hopper_common)
 
 
 def _supports(q, k, v, **over):
@@ -64,7 +65,8 @@ def test_backward_dispatch_rules(fake_hopper):
     assert not _bwd_supports(torch.empty(1, 256, 2, 128, dtype=torch.bfloat16))  # host-bound
     assert not _bwd_supports(big.to(torch.float32))
     assert _bwd_supports(torch.empty(1, 8192, 32, 64, dtype=torch.bfloat16))
-    assert not _bwd_supports(torch.empty(1, 8192, 8, 256, dtype=torch.bfloat16))
+    assert _bwd_supports(torch.empty(1, 8192, 8, 256, dtype=torch.bfloat16))
+    assert not _bwd_supports(torch.empty(1, 8192, 8, 96, dtype=torch.bfloat16))
     for over in (dict(deterministic=True), dict(window_left=100), dict(softcap=5.0),
                  dict(dropout_p=0.1), dict(alibi_slopes=torch.ones(16))):
         assert not _bwd_supports(big, **over), over
@@ -80,3 +82,6 @@ def test_backward_configs_fit_the_register_file():
         assert head_dim in (64, 128) and stages >= 2
         assert consumer_regs % 8 == 0 and loader_regs % 8 == 0
         assert 2 * 128 * consumer_regs + 128 * loader_regs <= 65536
+    q_stages, do_stages, consumer_regs, loader_regs = backward_hopper_d256.CONFIG
+    assert q_stages >= 2 and do_stages >= 1 and consumer_regs % 8 == 0
+    assert 2 * 128 * consumer_regs + 32 * loader_regs <= 65536

@@ -35,29 +35,11 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma,
                                                               warpgroup_mma, warpgroup_mma_wait)
-from triton.experimental.gluon.language._core import builtin
-from triton._C.libtriton import ir
 
+from . import backward_hopper_d256
 from .config import batch_head_grid
-from .hopper_common import dense_call_ok, descriptor
-
-
-@builtin
-def _tma_reduce_add(tensor_desc, coord, src, _semantic=None):
-    """Bulk reduce-add of a shared-memory tile into global memory through the copy engine
-    (cp.reduce.async.bulk.tensor): Triton 3.6's Gluon builder has the op, but its `tma`
-    module no wrapper. Completion as for a TMA store: `tma.store_wait`."""
-    coord = _semantic._convert_to_ir_values(coord, require_i64=False)
-    _semantic.builder.create_async_tma_reduce(ir.DESCRIPTOR_REDUCE_KIND.ADD, tensor_desc.handle,
-                                              coord, src.handle)
-
-
-@gluon.jit
-def _tile_coords(t, n_m, m_begin, hk, kv_group, BLOCK_M: gl.constexpr):
-    """Query tile t of this CTA's sequence: each head of the GQA group in turn, each
-    over the query band [m_begin, ...) that sees the CTA's keys. Returns (m, h)."""
-    g = t // n_m
-    return m_begin + (t - g * n_m) * BLOCK_M, hk * kv_group + g
+from .hopper_common import (dense_call_ok, descriptor, query_band, tile_coords,
+                            tma_reduce_add)
 
 
 @gluon.jit
@@ -75,7 +57,7 @@ def _loader(q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, ls
     tma.async_copy_global_to_shared(k_desc, [b, n0, hk, 0], kv_bar, k_smem)
     tma.async_copy_global_to_shared(v_desc, [b, n0, hk, 0], kv_bar, v_smem)
     for t in range(kv_group * n_m):
-        m, h = _tile_coords(t, n_m, m_begin, hk, kv_group, BLOCK_M)
+        m, h = tile_coords(t, n_m, m_begin, hk, kv_group, BLOCK_M)
         slot = t % STAGES
         mbarrier.wait(empty.index(slot), ((t // STAGES) & 1) ^ 1, pred=t >= STAGES)
         st = Stats + ((b * num_heads + h) * 2 * stats_len + m).to(gl.int64) + cols
@@ -135,7 +117,7 @@ def _consumer(q_smem, do_smem, k_smem, v_smem, lse_smem, delta_smem, ds_smem, dq
     mbarrier.wait(kv_bar, 0)
 
     for t in range(kv_group * n_m):
-        m, h = _tile_coords(t, n_m, m_begin, hk, kv_group, BLOCK_M)
+        m, h = tile_coords(t, n_m, m_begin, hk, kv_group, BLOCK_M)
         slot = t % STAGES
         mbarrier.wait(full.index(slot), (t // STAGES) & 1)
         q = q_smem.index(slot).reshape([BLOCK_M, HEAD_DIM])
@@ -176,7 +158,7 @@ def _consumer(q_smem, do_smem, k_smem, v_smem, lse_smem, delta_smem, ds_smem, dq
         dq_tile.store(dq * grad_scale)
         fence_async_shared()
         for i in gl.static_range(DQ_COLS // BOX_D):  # one copy per 128-byte swizzle span
-            _tma_reduce_add(dq_desc, [b, m, h, DQ_COL0 + i * BOX_D],
+            tma_reduce_add(dq_desc, [b, m, h, DQ_COL0 + i * BOX_D],
                             dq_buf.slice(i * BOX_D, BOX_D, dim=3))  # rows past S dropped
     tma.store_wait(0)
 
@@ -229,18 +211,7 @@ def _bwd_kernel(q_desc, do_desc, k_desc, v_desc, dq_desc, DK, DV, Stats, stats_l
     kv_group = num_heads // kv_heads
     n0 = pid_n * KEYS
 
-    # Query band that sees keys [n0, n0 + KEYS): under a causal mask query i sees key j
-    # iff j <= i + diag, so it starts at n0 - diag and its first tiles need the mask.
-    if CAUSAL:
-        diag = seqlen_k - seqlen_q
-        m_begin = (gl.maximum(n0 - diag, 0) // BLOCK_M) * BLOCK_M
-        m_unmasked = gl.maximum(n0 + KEYS - 1 - diag, 0)  # first query that sees all keys
-        n_masked = (m_unmasked - m_begin + BLOCK_M - 1) // BLOCK_M
-    else:
-        diag = seqlen_k
-        m_begin = gl.to_tensor(0)
-        n_masked = gl.to_tensor(0)
-    n_m = gl.maximum(seqlen_q - m_begin + BLOCK_M - 1, 0) // BLOCK_M
+    diag, m_begin, n_m, n_masked = query_band(n0, seqlen_q, seqlen_k, KEYS, BLOCK_M, CAUSAL)
 
     q_smem = gl.allocate_shared_memory(dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
     do_smem = gl.allocate_shared_memory(dtype, [STAGES] + do_desc.block_type.shape,
@@ -290,7 +261,7 @@ def supports(q, k, v, dout, *, softmax_scale, window_left, window_right, softcap
     """True when this kernel can run the call: see the module doc for the scope."""
     if deterministic or q.dtype not in (torch.float16, torch.bfloat16):
         return False
-    if q.shape[-1] not in CONFIGS:
+    if q.shape[-1] not in CONFIGS and q.shape[-1] != 256:
         return False
     return dense_call_ok(q, k, (q, k, v, dout), softmax_scale=softmax_scale,
                          window_left=window_left, window_right=window_right, softcap=softcap,
@@ -310,6 +281,9 @@ def attention_backward(dout, q, k, v, stats, dq, dk, dv, *, softmax_scale: float
                        causal: bool):
     """Fill dq, dk, dv (B, S, H, D; dk and dv with equal strides) for a call `supports`
     accepted; stats from `row_stats` with Delta filled in."""
+    if q.shape[-1] == 256:
+        return backward_hopper_d256.attention_backward(
+            dout, q, k, v, stats, dq, dk, dv, softmax_scale=softmax_scale, causal=causal)
     batch, seqlen_q, num_heads, head_dim = q.shape
     seqlen_k, kv_heads = k.shape[1], k.shape[2]
     stages, consumer_regs, loader_regs = CONFIGS[head_dim]

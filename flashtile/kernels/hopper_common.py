@@ -1,10 +1,14 @@
-"""Host-side pieces shared by the Gluon Hopper kernels (forward_hopper.py,
-backward_hopper.py): tensor descriptors and the dispatch rules they have in common."""
+"""Pieces shared by the Gluon Hopper kernels (forward_hopper.py, backward_hopper.py,
+backward_hopper_d256.py): tensor descriptors, the dispatch rules they have in common,
+and the backward kernels' device helpers (query bands, tile order, dQ reduce-adds)."""
 
 from __future__ import annotations
 
 import torch
+from triton._C.libtriton import ir
+from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language._core import builtin
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from .common import descriptor_ok, forward_flops
@@ -40,3 +44,42 @@ def dense_call_ok(q, k, tensors, *, softmax_scale, window_left, window_right, so
                      window_right == 0) < min_flops:
         return False
     return min(seqlen_q, k.shape[1]) > 0 and descriptor_ok(*tensors)
+
+
+@builtin
+def tma_reduce_add(tensor_desc, coord, src, _semantic=None):
+    """Bulk reduce-add of a shared-memory tile into global memory through the copy engine
+    (cp.reduce.async.bulk.tensor): Triton 3.6's Gluon builder has the op, but its `tma`
+    module no wrapper. Completion as for a TMA store: `tma.store_wait`. The box must be
+    one swizzle span wide: unlike TMA loads, the compiler does not split a reduce."""
+    coord = _semantic._convert_to_ir_values(coord, require_i64=False)
+    _semantic.builder.create_async_tma_reduce(ir.DESCRIPTOR_REDUCE_KIND.ADD, tensor_desc.handle,
+                                              coord, src.handle)
+
+
+@gluon.jit
+def query_band(n0, seqlen_q, seqlen_k, KEYS: gl.constexpr, BLOCK_M: gl.constexpr,
+               CAUSAL: gl.constexpr):
+    """The query tiles that see keys [n0, n0 + KEYS): (diag, m_begin, n_m, n_masked).
+    Query i sees key j iff j <= i + diag (causal; diag = seqlen_k otherwise), so under a
+    causal mask the band starts at tile floor((n0 - diag) / BLOCK_M) and only its first
+    n_masked tiles need the mask; n_m tiles in all."""
+    if CAUSAL:
+        diag = seqlen_k - seqlen_q
+        m_begin = (gl.maximum(n0 - diag, 0) // BLOCK_M) * BLOCK_M
+        m_unmasked = gl.maximum(n0 + KEYS - 1 - diag, 0)  # first query that sees all keys
+        n_masked = (m_unmasked - m_begin + BLOCK_M - 1) // BLOCK_M
+    else:
+        diag = seqlen_k
+        m_begin = gl.to_tensor(0)
+        n_masked = gl.to_tensor(0)
+    n_m = gl.maximum(seqlen_q - m_begin + BLOCK_M - 1, 0) // BLOCK_M
+    return diag, m_begin, n_m, n_masked
+
+
+@gluon.jit
+def tile_coords(t, n_m, m_begin, hk, kv_group, BLOCK_M: gl.constexpr):
+    """Query tile t of a backward CTA: each head of the GQA group in turn, each over the
+    query band [m_begin, ...) that sees the CTA's keys. Returns (m, h)."""
+    g = t // n_m
+    return m_begin + (t - g * n_m) * BLOCK_M, hk * kv_group + g
