@@ -29,6 +29,7 @@ def main():
     ap.add_argument("--seqlen", type=int, default=16384)
     ap.add_argument("--head-dim", type=int, default=128)
     ap.add_argument("--variants", nargs="+", required=True)
+    ap.add_argument("--dtypes", nargs="+", default=["16bit", "fp8"], choices=["16bit", "fp8"])
     args = ap.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import gluon_ab
@@ -38,7 +39,7 @@ def main():
             for s in bench.make_inputs(batch, seqlen, heads, d, torch.bfloat16, "cuda")]
     sets8 = [tuple(x.to(torch.float8_e4m3fn) for x in s) for s in sets]
     results, rows = [], []
-    for dtype in ("16bit", "fp8"):
+    for dtype in args.dtypes:
         use = sets8 if dtype == "fp8" else sets
         for causal in (False, True):
             flops = bench.attention_flops(batch, heads, seqlen, seqlen, d, causal, "fwd")
@@ -64,7 +65,8 @@ def main():
             print(*rows[-1], flush=True)
     print(f"\n{torch.cuda.get_device_name()}, d{d}, S={seqlen}, forward TFLOP/s")
     print(bench.table(["dtype", "causal", "triton", *args.variants, "max |diff|"], rows))
-    with open(os.path.join(args.out, f"gluon_variants_d{d}.json"), "w") as f:
+    name = f"gluon_variants_d{d}_{seqlen}_{'_'.join(args.dtypes)}.json"
+    with open(os.path.join(args.out, name), "w") as f:
         json.dump(dict(gpu=torch.cuda.get_device_name(), results=results), f, indent=1)
 
 

@@ -47,7 +47,7 @@ SHAPES = [(1, 1), (113, 203), (203, 113), (128, 128), (1023, 1024), (1024, 1023)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("d", [64, 128, 256])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_gluon_forward_matches_reference(launches, shape, causal, d, dtype):
@@ -107,7 +107,8 @@ def test_gluon_fp8_forward(launches):
     from test_gpu_fp8 import _check_against_reference
     _check_against_reference(2, 1000, 1203, 6, 2, 128, True, (-1, -1), seed=5)
     _check_against_reference(1, 113, 203, 4, 4, 64, False, (-1, -1), seed=6)
-    assert launches[0] == 2
+    _check_against_reference(1, 777, 901, 4, 2, 256, True, (-1, -1), seed=7)
+    assert launches[0] == 3
 
 
 def test_odd_head_dim_takes_the_triton_kernel(launches):

@@ -24,7 +24,7 @@ def test_enabled_rows_have_configs():
     assert forward_hopper.ENABLED <= set(forward_hopper.CONFIGS)
     for (dtype_class, head_dim), row in forward_hopper.CONFIGS.items():
         block_n, stages, consumer_regs, loader_regs = row
-        assert dtype_class in ("16bit", "fp8") and head_dim in (64, 128)
+        assert dtype_class in ("16bit", "fp8") and head_dim in (64, 128, 256)
         # setmaxnreg: multiples of 8 within 24..256; two consumer warpgroups + the loader
         # warpgroup must fit the SM's 64k registers
         assert consumer_regs % 8 == 0 and loader_regs % 8 == 0

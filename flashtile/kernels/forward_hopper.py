@@ -284,6 +284,10 @@ CONFIGS = {
     ("16bit", 128): (128, 3, 240, 24),
     ("fp8", 64): (128, 3, 232, 40),
     ("fp8", 128): (128, 3, 240, 24),
+    # d256: O (128 registers) leaves room for 64-key tiles only; two slots fill the
+    # shared memory (bf16: 197 KB; FP8: 164 KB)
+    ("16bit", 256): (64, 2, 240, 24),
+    ("fp8", 256): (64, 2, 240, 24),
 }
 # Rows of CONFIGS the dispatch uses: where this kernel beat the Triton one in
 # gluon_ab.py (H200, same process): 16-bit d128, +1-16% (causal 1k-2k most). At d64
