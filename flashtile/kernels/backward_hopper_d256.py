@@ -14,6 +14,11 @@ does at this head dim:
   dQ[:, cols w] = dS K[:, cols w] in two 64-column chunks, each staged in shared memory
   and added into the fp32 dQ buffer by the copy engine's reduce-add.
 
+Those adds are a quarter of the time (H200: 361 -> 480 TFLOP/s without them, NOTES.md
+session 8): 64 KB of fp32 per tile of 64 keys, twice the bytes per flop of the d128
+kernel's 128-key tiles. Not the wait between the two chunks: staging the first one in
+the Q slot (so the second need not wait for its copies) was 1-5% slower.
+
 One CTA = 64 keys of one (batch, KV head); K and V stay in shared memory. The shared
 memory budget (227 KB) sets the rings: Q in two slots, dO in one (FlashAttention-3's
 d256 choice too); dO's slot is released as soon as dV is issued and done, so its reload
