@@ -134,11 +134,11 @@ def main():
     ap.add_argument("--seqlen", type=int, default=8192)
     ap.add_argument("--variants", nargs="+", default=["real", "no_atomic", "no_dq", "stages3"])
     ap.add_argument("--modules", nargs="*", default=[])
-    ap.add_argument("--head-dim", type=int, default=128, choices=[128, 256])
+    ap.add_argument("--head-dim", type=int, default=128, choices=[64, 128, 256])
     args = ap.parse_args()
     folder = tempfile.mkdtemp()
     d, seqlen = args.head_dim, args.seqlen
-    src = SRC if d == 128 else backward_hopper_d256.__file__
+    src = backward_hopper_d256.__file__ if d == 256 else SRC
     mods = {name: _load(name, folder, src) for name in args.variants}
     for item in args.modules:
         name, path = item.split("=")

@@ -15,7 +15,7 @@ warpgroups own 64 keys each and do the 5 matmuls of FlashAttention-2/3:
     dS^T -> shared memory; both warpgroups meet on an mbarrier, then
     dQ[:, half w] = dS K[:, half w]     (staged in shared memory, then added into an
                                         fp32 buffer by the copy engine's reduce-add;
-                                        d64: dQ = dS_w K_w, all columns, no meeting)
+                                        d64: the warpgroups take turns, dQ = dS K)
 
 Scope (`supports`): dense (B, S, H, D) fp16 / bf16 at head dim 64 or 128 on sm_90, causal
 or full attention, no softcap / ALiBi / dropout, not deterministic (the reduce-adds
@@ -38,8 +38,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
 
 from . import backward_hopper_d256
 from .config import batch_head_grid
-from .hopper_common import (dense_call_ok, descriptor, query_band, tile_coords,
-                            tma_reduce_add)
+from .hopper_common import dense_call_ok, descriptor, query_band, reduce_dq, tile_coords
 
 
 @gluon.jit
@@ -84,14 +83,14 @@ def _consumer(q_smem, do_smem, k_smem, v_smem, lse_smem, delta_smem, ds_smem, dq
     HEAD_DIM: gl.constexpr = q_smem.shape[4]
     KEYS: gl.constexpr = k_smem.shape[1]
     ROWS: gl.constexpr = KEYS // 2  # keys per warpgroup
-    # dQ's split between the warpgroups. d128: each takes half of dQ's columns over all
-    # 128 keys (both halves of dS^T: they meet on ds_bar). d64: a 32-column slice of K's
-    # 128-byte swizzled rows gave a wrong dQ on the H200, so each takes all columns over
-    # its own 64 keys, needs no barrier, and both add into the same dQ rows.
+    # dQ's split between the warpgroups, both over all 128 keys (both halves of dS^T:
+    # they meet on ds_bar). d128: each takes half of dQ's columns. d64 (a 32-column slice
+    # of K's 128-byte swizzled rows gave a wrong dQ on the H200): they take turns, a
+    # whole tile each; adding each warpgroup's 64-key dQ separately doubled the fp32
+    # reduce-add traffic, which is what limits these kernels (NOTES.md session 8).
     DQ_COLS: gl.constexpr = dq_smem.shape[4]
-    SPLIT_KEYS: gl.constexpr = DQ_COLS == HEAD_DIM
-    DQ_COL0: gl.constexpr = 0 if SPLIT_KEYS else WG * DQ_COLS
-    BOX_D: gl.constexpr = dq_desc.block_type.shape[3]
+    TURNS: gl.constexpr = DQ_COLS == HEAD_DIM
+    DQ_COL0: gl.constexpr = 0 if TURNS else WG * DQ_COLS
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(
         version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_M, 16])
     acc_layout: gl.constexpr = gl.NVMMADistributedLayout(
@@ -113,7 +112,6 @@ def _consumer(q_smem, do_smem, k_smem, v_smem, lse_smem, delta_smem, ds_smem, dq
     dq_zero = gl.zeros([BLOCK_M, DQ_COLS], gl.float32, layout=dq_layout)
     cols_m = gl.arange(0, BLOCK_M, layout=col_layout)
     dq_buf = dq_smem.index(WG)
-    dq_tile = dq_buf.reshape([BLOCK_M, DQ_COLS])
     mbarrier.wait(kv_bar, 0)
 
     for t in range(kv_group * n_m):
@@ -142,24 +140,25 @@ def _consumer(q_smem, do_smem, k_smem, v_smem, lse_smem, delta_smem, ds_smem, dq
         ds_own = ds_buf.slice(WG * ROWS, ROWS, dim=0)
         ds_own.store(ds_t.to(dtype))
         fence_async_shared()  # the wgmma (async proxy) reads what this proxy wrote
-        if SPLIT_KEYS:
-            gl.thread_barrier()
-            dq = warpgroup_mma(ds_own.permute((1, 0)), k_w, dq_zero, use_acc=False,
-                               is_async=True)
+        mbarrier.arrive(ds_bar.index(t % 2), count=1)
+        if TURNS:
+            if t % 2 == WG:
+                mbarrier.wait(ds_bar.index(t % 2), (t // 2) & 1)
+                dq = warpgroup_mma(ds_buf.permute((1, 0)), k_cols, dq_zero, use_acc=False,
+                                   is_async=True)
+                dq = warpgroup_mma_wait(0, deps=[dq])
+                tma.store_wait(0)  # this warpgroup's previous reduce-add has read dq_buf
+                reduce_dq(dq, dq_buf, dq_desc, b, m, h, DQ_COL0, grad_scale)
+            dv, dk, p_op, ds_op = warpgroup_mma_wait(0, deps=[dv, dk, p_op, ds_op])
+            mbarrier.arrive(empty.index(slot), count=1)  # Q / dO of this slot used
         else:
-            mbarrier.arrive(ds_bar.index(t % 2), count=1)
             mbarrier.wait(ds_bar.index(t % 2), (t // 2) & 1)
             dq = warpgroup_mma(ds_buf.permute((1, 0)), k_cols, dq_zero, use_acc=False,
                                is_async=True)
-        dq, dv, dk, p_op, ds_op = warpgroup_mma_wait(0, deps=[dq, dv, dk, p_op, ds_op])
-        mbarrier.arrive(empty.index(slot), count=1)  # Q / dO of this slot used
-        tma.store_wait(0)  # the previous tile's reduce-add has read dq_tile
-        gl.thread_barrier()
-        dq_tile.store(dq * grad_scale)
-        fence_async_shared()
-        for i in gl.static_range(DQ_COLS // BOX_D):  # one copy per 128-byte swizzle span
-            tma_reduce_add(dq_desc, [b, m, h, DQ_COL0 + i * BOX_D],
-                            dq_buf.slice(i * BOX_D, BOX_D, dim=3))  # rows past S dropped
+            dq, dv, dk, p_op, ds_op = warpgroup_mma_wait(0, deps=[dq, dv, dk, p_op, ds_op])
+            mbarrier.arrive(empty.index(slot), count=1)
+            tma.store_wait(0)  # the previous tile's reduce-add has read dq_buf
+            reduce_dq(dq, dq_buf, dq_desc, b, m, h, DQ_COL0, grad_scale)
     tma.store_wait(0)
 
     # dS was taken w.r.t. the scaled score: the softmax scale is applied once here.

@@ -38,7 +38,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                               warpgroup_mma, warpgroup_mma_wait)
 
 from .config import batch_head_grid
-from .hopper_common import descriptor, query_band, tile_coords, tma_reduce_add
+from .hopper_common import descriptor, query_band, reduce_dq, tile_coords
 
 KEYS = 64  # keys per CTA
 BLOCK_M = 64  # queries per tile
@@ -79,20 +79,6 @@ def _loader(q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, ls
         mbarrier.expect(do_full.index(dslot), do_desc.block_type.nbytes)
         tma.async_copy_global_to_shared(do_desc, [b, m, h, 0], do_full.index(dslot),
                                         do_smem.index(dslot))
-
-
-@gluon.jit
-def _reduce_dq(dq, dq_buf, dq_desc, b, m, h, col0, grad_scale):
-    """Stage one dQ chunk (fp32 registers) in this warpgroup's buffer and reduce-add it
-    into the dQ buffer, one 128-byte swizzle span per copy (rows past S are dropped)."""
-    BOX_D: gl.constexpr = dq_desc.block_type.shape[3]
-    CHUNK: gl.constexpr = dq_buf.shape[3]
-    tma.store_wait(0)  # the previous chunk's copies have read the buffer
-    gl.thread_barrier()
-    dq_buf.reshape([dq_buf.shape[1], CHUNK]).store(dq * grad_scale)
-    fence_async_shared()
-    for i in gl.static_range(CHUNK // BOX_D):
-        tma_reduce_add(dq_desc, [b, m, h, col0 + i * BOX_D], dq_buf.slice(i * BOX_D, BOX_D, dim=3))
 
 
 @gluon.jit
@@ -172,9 +158,11 @@ def _consumer(q_smem, do_smem, k_smem, v_smem, lse_smem, delta_smem, p_smem, ds_
         dk = warpgroup_mma_wait(2, deps=[dk])
         mbarrier.arrive(q_empty.index(slot), count=1)
         dq0 = warpgroup_mma_wait(1, deps=[dq0])
-        _reduce_dq(dq0, dq_buf, dq_desc, b, m, h, col0, grad_scale)
+        tma.store_wait(0)  # the previous chunk's copies have read dq_buf
+        reduce_dq(dq0, dq_buf, dq_desc, b, m, h, col0, grad_scale)
         dq1 = warpgroup_mma_wait(0, deps=[dq1])
-        _reduce_dq(dq1, dq_buf, dq_desc, b, m, h, col0 + CHUNK, grad_scale)
+        tma.store_wait(0)
+        reduce_dq(dq1, dq_buf, dq_desc, b, m, h, col0 + CHUNK, grad_scale)
     tma.store_wait(0)
 
     # dS was taken w.r.t. the scaled score: the softmax scale is applied once here.

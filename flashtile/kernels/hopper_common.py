@@ -9,6 +9,7 @@ from triton._C.libtriton import ir
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language._core import builtin
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from .common import descriptor_ok, forward_flops
@@ -83,3 +84,18 @@ def tile_coords(t, n_m, m_begin, hk, kv_group, BLOCK_M: gl.constexpr):
     query band [m_begin, ...) that sees the CTA's keys. Returns (m, h)."""
     g = t // n_m
     return m_begin + (t - g * n_m) * BLOCK_M, hk * kv_group + g
+
+
+@gluon.jit
+def reduce_dq(dq, dq_buf, dq_desc, b, m, h, col0, grad_scale):
+    """Stage a dQ tile (fp32 registers, [BLOCK_M, C]) in the [1, BLOCK_M, 1, C] shared
+    buffer `dq_buf` and reduce-add it, scaled, into the dQ buffer at (b, m, h, col0), one
+    128-byte swizzle span per copy (rows past S are dropped). The caller makes sure no
+    earlier copy still reads `dq_buf` (`tma.store_wait`)."""
+    BOX_D: gl.constexpr = dq_desc.block_type.shape[3]
+    C: gl.constexpr = dq_buf.shape[3]
+    gl.thread_barrier()  # every warp past that wait before any overwrites the buffer
+    dq_buf.reshape([dq_buf.shape[1], C]).store(dq * grad_scale)
+    fence_async_shared()  # the copy engine reads what this proxy wrote
+    for i in gl.static_range(C // BOX_D):
+        tma_reduce_add(dq_desc, [b, m, h, col0 + i * BOX_D], dq_buf.slice(i * BOX_D, BOX_D, dim=3))
