@@ -1,5 +1,5 @@
-"""A/B of the Gluon backward (backward_hopper.py, backward_hopper_d256.py) against the Triton backward, cuDNN and
-torch's flash backend, in one process.
+"""A/B of the Gluon backward (backward_hopper.py, backward_hopper_d256.py) against the
+Triton backward, cuDNN and torch's flash backend, in one process.
 
     python3 benchmarks/gluon_bwd_ab.py --out "$OUT" [--seqlens 2048 16384] [--head-dims 128]
         [--config stages,consumer_regs,loader_regs ...]
@@ -29,7 +29,7 @@ from gluon_ab import peers  # (this script's folder is on sys.path when it runs)
 def _flashtile(use_gluon: bool, config=None):
     def run(q, k, v, causal):
         backward.USE_HOPPER_KERNEL = use_gluon
-        backward_hopper.MIN_FLOPS = 0.0
+        backward_hopper.MIN_FLOPS = backward_hopper.MIN_FLOPS_D256 = 0.0
         if config is not None:
             backward_hopper.CONFIGS[q.shape[-1]] = config
         return flashtile.flash_attn_func(q, k, v, causal=causal)

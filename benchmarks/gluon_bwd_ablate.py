@@ -63,11 +63,13 @@ D256_WAIT = """        dv = warpgroup_mma_wait(3, deps=[dv])
         dk = warpgroup_mma_wait(2, deps=[dk])
         mbarrier.arrive(q_empty.index(slot), count=1)
         dq0 = warpgroup_mma_wait(1, deps=[dq0])
-        _reduce_dq(dq0, dq_buf, dq_desc, b, m, h, col0, grad_scale)
+        tma.store_wait(0)  # the previous chunk's copies have read dq_buf
+        reduce_dq(dq0, dq_buf, dq_desc, b, m, h, col0, grad_scale)
         dq1 = warpgroup_mma_wait(0, deps=[dq1])
-        _reduce_dq(dq1, dq_buf, dq_desc, b, m, h, col0 + CHUNK, grad_scale)
+        tma.store_wait(0)
+        reduce_dq(dq1, dq_buf, dq_desc, b, m, h, col0 + CHUNK, grad_scale)
 """
-D256_REDUCE = """        tma_reduce_add(dq_desc, [b, m, h, col0 + i * BOX_D], dq_buf.slice(i * BOX_D, BOX_D, dim=3))"""
+D256_REDUCE = "        reduce_dq(dq"  # (stage + reduce-add, hopper_common.py)
 
 
 def _order(names: list[str]) -> str:
@@ -76,9 +78,10 @@ def _order(names: list[str]) -> str:
     issue = {n: next(x for x in lines if x.strip().startswith(n + " =")) for n in names}
     after = {"dv": ["        mbarrier.arrive(do_empty.index(dslot), count=1)"],
              "dk": ["        mbarrier.arrive(q_empty.index(slot), count=1)"],
-             "dq0": ["        _reduce_dq(dq0, dq_buf, dq_desc, b, m, h, col0, grad_scale)"],
-             "dq1": ["        _reduce_dq(dq1, dq_buf, dq_desc, b, m, h, col0 + CHUNK, "
-                     "grad_scale)"]}
+             "dq0": ["        tma.store_wait(0)",
+                     "        reduce_dq(dq0, dq_buf, dq_desc, b, m, h, col0, grad_scale)"],
+             "dq1": ["        tma.store_wait(0)",
+                     "        reduce_dq(dq1, dq_buf, dq_desc, b, m, h, col0 + CHUNK, grad_scale)"]}
     out = [issue[n] for n in names]
     for i, n in enumerate(names):
         out += [f"        {n} = warpgroup_mma_wait({3 - i}, deps=[{n}])", *after[n]]
@@ -86,9 +89,10 @@ def _order(names: list[str]) -> str:
 
 
 def _edit_d256(src: str, name: str) -> str:
-    if name == "no_reduce":
+    if name == "no_reduce":  # (since session 8e this drops the staging stores too)
         assert D256_REDUCE in src
-        return src.replace(D256_REDUCE, "        pass")
+        return "\n".join("        pass" if x.startswith(D256_REDUCE) else x
+                         for x in src.splitlines())
     if name in ("dq_first", "dv_dq_dk"):
         assert D256_ISSUE + D256_WAIT in src
         order = ["dq0", "dq1", "dv", "dk"] if name == "dq_first" else ["dv", "dq0", "dq1", "dk"]

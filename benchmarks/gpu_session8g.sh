@@ -17,3 +17,11 @@ tail -1 "$R/test_gpu.txt"; grep -m3 "^FAILED" "$R/test_gpu.txt"
 timeout 60 python3 -m pytest -q -n 14 -p no:cacheprovider tests/test_gpu_fp8.py > "$R/test_fp8.txt" 2>&1
 tail -1 "$R/test_fp8.txt"; grep -m3 "^FAILED" "$R/test_fp8.txt"
 tar -C "$R" -cf "$OUT/s8g.tar" .
+# 1k tokens (16 x 1k), below the Gluon backward's MIN_FLOPS in causal runs: does the Gluon
+# kernel win there too? (The A/B forces it on.) And the forward at d128 1k (suite outlier).
+mkdir -p "$R/ab1k"
+timeout 150 python3 benchmarks/gluon_bwd_ab.py --out "$R/ab1k" --head-dims 64 128 256 \
+    --seqlens 1024 2>&1 | tail -9
+timeout 60 python3 benchmarks/gluon_ab.py --out "$R/ab1k" --head-dims 128 --seqlens 1024 \
+    2>&1 | tail -5
+tar -C "$R" -cf "$OUT/s8g.tar" .

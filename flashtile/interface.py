@@ -128,7 +128,7 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False,
         alibi_slopes: (nheads,) or (batch, nheads) float32; adds
             ``-slope * |i + seqlen_k - seqlen_q - j|`` to the score of query i, key j.
         deterministic: request a bitwise reproducible backward. Only the Hopper
-            (sm_90) kernel for dense fp16 / bf16 at head dim 64 / 128 sums dQ with
+            (sm_90) kernel for dense fp16 / bf16 at head dim 64 / 128 / 256 sums dQ with
             the copy engine's reduce-add, in an order that varies from run to run;
             True sends such calls to the Triton kernels (no atomics, 20-30%
             slower there). Every other path is reproducible either way.

@@ -24,6 +24,7 @@ def launches(monkeypatch, count_calls):
     count = count_calls(backward_hopper, "attention_backward")
     monkeypatch.setattr(backward, "USE_HOPPER_KERNEL", True)  # whatever the defaults
     monkeypatch.setattr(backward_hopper, "MIN_FLOPS", 0.0)  # small shapes take it too
+    monkeypatch.setattr(backward_hopper, "MIN_FLOPS_D256", 0.0)
     monkeypatch.setattr(forward_hopper, "MIN_FLOPS", 0.0)
     return count
 

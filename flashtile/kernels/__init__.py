@@ -24,7 +24,7 @@ Contract (inputs arrive validated; only the last dim is guaranteed contiguous):
   dropped, 0 where masked or past the item's lengths.
 * attention_backward -> (dq, dk, dv) shaped and typed like q, k, v. The Triton
   kernels use no atomics (bitwise reproducible); the Gluon Hopper kernel
-  (backward_hopper.py, dense 16-bit d64 / d128) reduce-adds dQ, so it is skipped
+  (backward_hopper.py, dense 16-bit d64 / d128 / d256) reduce-adds dQ, so it is skipped
   when ``deterministic`` is set.
 * fp32 inputs: tl.dot uses tf32 ("tf32", default) or full fp32 ("ieee").
 * FP8: attention_forward also takes float8_e4m3fn q, k, v with

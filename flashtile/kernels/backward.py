@@ -1,5 +1,5 @@
 """FlashAttention-2 backward pass in Triton: three kernels, no atomics. (Dense 16-bit
-d64 / d128 calls on Hopper take the Gluon kernel in backward_hopper.py instead, unless
+d64 / d128 / d256 calls on Hopper take the Gluon kernel in backward_hopper.py instead, unless
 `deterministic`: see `attention_backward`.)
 
 1. `_bwd_preprocess`: Delta[i] = sum_d dO[i, d] * O[i, d] (fp32, LSE layout).
@@ -369,7 +369,7 @@ def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, m
                        fp32_precision: str = "tf32"):
     """Gradients (dq, dk, dv) of attention_forward, shaped and typed like q, k, v.
 
-    Calls `backward_hopper.supports` accepts (sm_90, dense fp16 / bf16, d64 / d128,
+    Calls `backward_hopper.supports` accepts (sm_90, dense fp16 / bf16, d64 / d128 / d256,
     causal or full, not ``deterministic``) run the Gluon kernel, which adds dQ up
     with reduce-adds. Otherwise a separate dQ kernel recomputes P and dP per query
     block: every gradient element is reduced by one program in a fixed order, so

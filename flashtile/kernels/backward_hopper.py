@@ -17,9 +17,10 @@ warpgroups own 64 keys each and do the 5 matmuls of FlashAttention-2/3:
                                         fp32 buffer by the copy engine's reduce-add;
                                         d64: the warpgroups take turns, dQ = dS K)
 
-Scope (`supports`): dense (B, S, H, D) fp16 / bf16 at head dim 64 or 128 on sm_90, causal
-or full attention, no softcap / ALiBi / dropout, not deterministic (the reduce-adds
-make dQ's summation order vary from run to run).
+Scope (`supports`): dense (B, S, H, D) fp16 / bf16 at head dim 64, 128 or 256 (the latter
+in backward_hopper_d256.py) on sm_90, causal or full attention, no softcap / ALiBi /
+dropout, not deterministic (the reduce-adds make dQ's summation order vary from run to
+run).
 
 Measured (H200, NOTES.md session 7): with per-thread atomic adds (red.global.v2.f32) in
 place of the copy engine's reduce-add the kernel ran at 394 TFLOP/s, at 605 without
@@ -251,8 +252,11 @@ def _bwd_kernel(q_desc, do_desc, k_desc, v_desc, dq_desc, DK, DV, Stats, stats_l
 CONFIGS = {64: (2, 240, 24), 128: (2, 240, 24)}
 KEYS = 128
 BLOCK_M = 64
-# Below this the call is host-bound (see forward_hopper.MIN_FLOPS).
+# Below this the call is host-bound (see forward_hopper.MIN_FLOPS). At d256 the Triton
+# backward is so much slower that the Gluon one wins from 1k tokens x 8 heads causal
+# (H200: 228 vs 152 TFLOP/s; d64 / d128 causal 1k: 201 / 223 vs 209 / 236).
 MIN_FLOPS = 1e11
+MIN_FLOPS_D256 = 1e10
 
 
 def supports(q, k, v, dout, *, softmax_scale, window_left, window_right, softcap,
@@ -264,7 +268,8 @@ def supports(q, k, v, dout, *, softmax_scale, window_left, window_right, softcap
         return False
     return dense_call_ok(q, k, (q, k, v, dout), softmax_scale=softmax_scale,
                          window_left=window_left, window_right=window_right, softcap=softcap,
-                         alibi_slopes=alibi_slopes, dropout_p=dropout_p, min_flops=MIN_FLOPS)
+                         alibi_slopes=alibi_slopes, dropout_p=dropout_p,
+                         min_flops=MIN_FLOPS_D256 if q.shape[-1] == 256 else MIN_FLOPS)
 
 
 def row_stats(lse: torch.Tensor) -> torch.Tensor:
