@@ -29,7 +29,6 @@ the adds.
 
 from __future__ import annotations
 
-import math
 
 import torch
 from triton.experimental import gluon
@@ -38,8 +37,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                               warpgroup_mma, warpgroup_mma_wait)
 
 from . import backward_hopper_d256
-from .config import batch_head_grid
-from .hopper_common import dense_call_ok, descriptor, query_band, reduce_dq, tile_coords
+from .hopper_common import dense_call_ok, launch_backward, query_band, reduce_dq, tile_coords
 
 
 @gluon.jit
@@ -288,24 +286,9 @@ def attention_backward(dout, q, k, v, stats, dq, dk, dv, *, softmax_scale: float
     if q.shape[-1] == 256:
         return backward_hopper_d256.attention_backward(
             dout, q, k, v, stats, dq, dk, dv, softmax_scale=softmax_scale, causal=causal)
-    batch, seqlen_q, num_heads, head_dim = q.shape
-    seqlen_k, kv_heads = k.shape[1], k.shape[2]
+    head_dim = q.shape[-1]
     stages, consumer_regs, loader_regs = CONFIGS[head_dim]
-    dq_acc = torch.zeros((batch, seqlen_q, num_heads, head_dim), dtype=torch.float32,
-                         device=q.device)
-    if dk.stride() != dv.stride():
-        raise ValueError("dk and dv must have equal strides")
-    grid = (-(-seqlen_k // KEYS), *batch_head_grid(batch, kv_heads))
-    _bwd_kernel[grid](
-        descriptor(q, [1, BLOCK_M, 1, head_dim]),
-        descriptor(dout, [1, BLOCK_M, 1, head_dim]),
-        descriptor(k, [1, KEYS, 1, head_dim]),
-        descriptor(v, [1, KEYS, 1, head_dim]),
-        descriptor(dq_acc, [1, BLOCK_M, 1, 32]),  # 128 bytes: the swizzle span
-        dk, dv, stats, stats.shape[-1], dk.stride(0), dk.stride(1), dk.stride(2),
-        num_heads, kv_heads, seqlen_q, seqlen_k, softmax_scale / math.log(2.0), softmax_scale,
-        CAUSAL=causal, STAGES=stages, DQ_COLS=head_dim if head_dim <= 64 else head_dim // 2,
-        CONSUMER_REGS=consumer_regs,
-        LOADER_REGS=loader_regs,
-        num_warps=4)
-    dq.copy_(dq_acc)
+    launch_backward(_bwd_kernel, KEYS, BLOCK_M, dout, q, k, v, stats, dq, dk, dv,
+                    softmax_scale=softmax_scale, causal=causal, STAGES=stages,
+                    DQ_COLS=head_dim if head_dim <= 64 else head_dim // 2,
+                    CONSUMER_REGS=consumer_regs, LOADER_REGS=loader_regs)

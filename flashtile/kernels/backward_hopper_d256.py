@@ -29,16 +29,12 @@ Scope: what `backward_hopper.supports` accepts, at head dim 256.
 
 from __future__ import annotations
 
-import math
-
-import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma,
                                                               warpgroup_mma, warpgroup_mma_wait)
 
-from .config import batch_head_grid
-from .hopper_common import descriptor, query_band, reduce_dq, tile_coords
+from .hopper_common import launch_backward, query_band, reduce_dq, tile_coords
 
 KEYS = 64  # keys per CTA
 BLOCK_M = 64  # queries per tile
@@ -266,22 +262,8 @@ def _bwd_kernel(q_desc, do_desc, k_desc, v_desc, dq_desc, DK, DV, Stats, stats_l
 def attention_backward(dout, q, k, v, stats, dq, dk, dv, *, softmax_scale: float,
                        causal: bool):
     """`backward_hopper.attention_backward` at head dim 256 (same contract)."""
-    batch, seqlen_q, num_heads, head_dim = q.shape
-    seqlen_k, kv_heads = k.shape[1], k.shape[2]
     q_stages, do_stages, consumer_regs, loader_regs = CONFIG
-    dq_acc = torch.zeros((batch, seqlen_q, num_heads, head_dim), dtype=torch.float32,
-                         device=q.device)
-    if dk.stride() != dv.stride():
-        raise ValueError("dk and dv must have equal strides")
-    grid = (-(-seqlen_k // KEYS), *batch_head_grid(batch, kv_heads))
-    _bwd_kernel[grid](
-        descriptor(q, [1, BLOCK_M, 1, head_dim]),
-        descriptor(dout, [1, BLOCK_M, 1, head_dim]),
-        descriptor(k, [1, KEYS, 1, head_dim]),
-        descriptor(v, [1, KEYS, 1, head_dim]),
-        descriptor(dq_acc, [1, BLOCK_M, 1, 32]),  # 128 bytes: the swizzle span
-        dk, dv, stats, stats.shape[-1], dk.stride(0), dk.stride(1), dk.stride(2),
-        num_heads, kv_heads, seqlen_q, seqlen_k, softmax_scale / math.log(2.0), softmax_scale,
-        CAUSAL=causal, Q_STAGES=q_stages, DO_STAGES=do_stages, DQ_COLS=DQ_CHUNK,
-        CONSUMER_REGS=consumer_regs, LOADER_REGS=loader_regs, num_warps=4)
-    dq.copy_(dq_acc)
+    launch_backward(_bwd_kernel, KEYS, BLOCK_M, dout, q, k, v, stats, dq, dk, dv,
+                    softmax_scale=softmax_scale, causal=causal, Q_STAGES=q_stages,
+                    DO_STAGES=do_stages, DQ_COLS=DQ_CHUNK, CONSUMER_REGS=consumer_regs,
+                    LOADER_REGS=loader_regs)

@@ -4,6 +4,8 @@ and the backward kernels' device helpers (query bands, tile order, dQ reduce-add
 
 from __future__ import annotations
 
+import math
+
 import torch
 from triton._C.libtriton import ir
 from triton.experimental import gluon
@@ -13,7 +15,7 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from .common import descriptor_ok, forward_flops
-from .config import interpreter_active
+from .config import batch_head_grid, interpreter_active
 
 GL_DTYPES = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16,
              torch.float8_e4m3fn: gl.float8e4nv, torch.float32: gl.float32}
@@ -99,3 +101,27 @@ def reduce_dq(dq, dq_buf, dq_desc, b, m, h, col0, grad_scale):
     fence_async_shared()  # the copy engine reads what this proxy wrote
     for i in gl.static_range(C // BOX_D):
         tma_reduce_add(dq_desc, [b, m, h, col0 + i * BOX_D], dq_buf.slice(i * BOX_D, BOX_D, dim=3))
+
+
+def launch_backward(kernel, keys: int, block_m: int, dout, q, k, v, stats, dq, dk, dv, *,
+                    softmax_scale: float, causal: bool, **constexprs):
+    """The host side both Gluon backward kernels share: an fp32 dQ buffer (zeroed, added
+    into by the kernel, copied into dq), descriptors, one CTA per `keys` keys of each
+    (batch, KV head), dK / dV written directly (equal strides)."""
+    batch, seqlen_q, num_heads, head_dim = q.shape
+    seqlen_k, kv_heads = k.shape[1], k.shape[2]
+    if dk.stride() != dv.stride():
+        raise ValueError("dk and dv must have equal strides")
+    dq_acc = torch.zeros((batch, seqlen_q, num_heads, head_dim), dtype=torch.float32,
+                         device=q.device)
+    grid = (-(-seqlen_k // keys), *batch_head_grid(batch, kv_heads))
+    kernel[grid](
+        descriptor(q, [1, block_m, 1, head_dim]),
+        descriptor(dout, [1, block_m, 1, head_dim]),
+        descriptor(k, [1, keys, 1, head_dim]),
+        descriptor(v, [1, keys, 1, head_dim]),
+        descriptor(dq_acc, [1, block_m, 1, 32]),  # 128 bytes: the swizzle span
+        dk, dv, stats, stats.shape[-1], dk.stride(0), dk.stride(1), dk.stride(2),
+        num_heads, kv_heads, seqlen_q, seqlen_k, softmax_scale / math.log(2.0), softmax_scale,
+        CAUSAL=causal, num_warps=4, **constexprs)
+    dq.copy_(dq_acc)
