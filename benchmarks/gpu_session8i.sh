@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Session 8: after moving the two Gluon backward launchers' shared host code into
-# hopper_common.launch_backward: the Gluon backward GPU tests. Results -> $OUT/s8i.tar.
+# hopper_common.launch_backward (and store_dkdv): the Gluon backward GPU tests. Results -> $OUT/s8i.tar.
 set -u
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 R=$OUT/r; mkdir -p "$R"

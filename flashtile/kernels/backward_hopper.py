@@ -37,7 +37,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                               warpgroup_mma, warpgroup_mma_wait)
 
 from . import backward_hopper_d256
-from .hopper_common import dense_call_ok, launch_backward, query_band, reduce_dq, tile_coords
+from .hopper_common import (dense_call_ok, launch_backward, query_band, reduce_dq,
+                            store_dkdv, tile_coords)
 
 
 @gluon.jit
@@ -160,14 +161,8 @@ def _consumer(q_smem, do_smem, k_smem, v_smem, lse_smem, delta_smem, ds_smem, dq
             reduce_dq(dq, dq_buf, dq_desc, b, m, h, DQ_COL0, grad_scale)
     tma.store_wait(0)
 
-    # dS was taken w.r.t. the scaled score: the softmax scale is applied once here.
-    out_keys = n0 + WG * ROWS + gl.arange(0, ROWS, layout=gl.SliceLayout(1, acc_layout))
-    cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, acc_layout))
-    offs = (b.to(gl.int64) * stride_kb + out_keys.to(gl.int64) * stride_ks
-            + hk * stride_kh)[:, None] + cols[None, :]
-    mask = (out_keys < seqlen_k)[:, None]
-    gl.store(DK + offs, (dk * grad_scale).to(dtype), mask=mask)
-    gl.store(DV + offs, dv.to(dtype), mask=mask)
+    store_dkdv(DK, DV, dk, dv, n0 + WG * ROWS, 0, b, hk, seqlen_k, grad_scale, stride_kb,
+               stride_ks, stride_kh, acc_layout)
 
 
 # The two warpgroups' entry points: WG must be a compile-time constant (it picks

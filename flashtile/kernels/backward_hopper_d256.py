@@ -34,7 +34,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma,
                                                               warpgroup_mma, warpgroup_mma_wait)
 
-from .hopper_common import launch_backward, query_band, reduce_dq, tile_coords
+from .hopper_common import launch_backward, query_band, reduce_dq, store_dkdv, tile_coords
 
 KEYS = 64  # keys per CTA
 BLOCK_M = 64  # queries per tile
@@ -161,14 +161,8 @@ def _consumer(q_smem, do_smem, k_smem, v_smem, lse_smem, delta_smem, p_smem, ds_
         reduce_dq(dq1, dq_buf, dq_desc, b, m, h, col0 + CHUNK, grad_scale)
     tma.store_wait(0)
 
-    # dS was taken w.r.t. the scaled score: the softmax scale is applied once here.
-    out_keys = n0 + gl.arange(0, NKEYS, layout=gl.SliceLayout(1, acc_layout))
-    cols = col0 + gl.arange(0, COLS, layout=gl.SliceLayout(0, acc_layout))
-    offs = (b.to(gl.int64) * stride_kb + out_keys.to(gl.int64) * stride_ks
-            + hk * stride_kh)[:, None] + cols[None, :]
-    mask = (out_keys < seqlen_k)[:, None]
-    gl.store(DK + offs, (dk * grad_scale).to(dtype), mask=mask)
-    gl.store(DV + offs, dv.to(dtype), mask=mask)
+    store_dkdv(DK, DV, dk, dv, n0, col0, b, hk, seqlen_k, grad_scale, stride_kb, stride_ks,
+               stride_kh, acc_layout)
 
 
 # The two warpgroups' entry points (WG picks shared-memory slices: a compile-time value).

@@ -125,3 +125,20 @@ def launch_backward(kernel, keys: int, block_m: int, dout, q, k, v, stats, dq, d
         num_heads, kv_heads, seqlen_q, seqlen_k, softmax_scale / math.log(2.0), softmax_scale,
         CAUSAL=causal, num_warps=4, **constexprs)
     dq.copy_(dq_acc)
+
+
+@gluon.jit
+def store_dkdv(DK, DV, dk, dv, key0, col0, b, hk, seqlen_k, grad_scale, stride_kb, stride_ks,
+               stride_kh, acc_layout: gl.constexpr):
+    """Write a warpgroup's dK / dV block (rows = keys from key0, columns from col0; fp32
+    registers in acc_layout) into the (B, Sk, Hk, D) gradients, keys past Sk dropped. dS
+    was taken w.r.t. the scaled score, so the softmax scale is applied to dK once here."""
+    ROWS: gl.constexpr = dk.shape[0]
+    COLS: gl.constexpr = dk.shape[1]
+    keys = key0 + gl.arange(0, ROWS, layout=gl.SliceLayout(1, acc_layout))
+    cols = col0 + gl.arange(0, COLS, layout=gl.SliceLayout(0, acc_layout))
+    offs = (b.to(gl.int64) * stride_kb + keys.to(gl.int64) * stride_ks
+            + hk * stride_kh)[:, None] + cols[None, :]
+    mask = (keys < seqlen_k)[:, None]
+    gl.store(DK + offs, (dk * grad_scale).to(DK.dtype.element_ty), mask=mask)
+    gl.store(DV + offs, dv.to(DV.dtype.element_ty), mask=mask)
