@@ -157,7 +157,7 @@ def main():
 
         def ours(q, k, v, c, mod=None):
             backward.USE_HOPPER_KERNEL = mod is not None
-            backward_hopper.MIN_FLOPS = 0.0
+            backward_hopper.MIN_FLOPS = backward_hopper.MIN_FLOPS_D256 = 0.0
             if mod is not None and d == 256:
                 backward_hopper.backward_hopper_d256 = mod
             elif mod is not None:

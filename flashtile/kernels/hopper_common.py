@@ -1,6 +1,7 @@
 """Pieces shared by the Gluon Hopper kernels (forward_hopper.py, backward_hopper.py,
 backward_hopper_d256.py): tensor descriptors, the dispatch rules they have in common,
-and the backward kernels' device helpers (query bands, tile order, dQ reduce-adds)."""
+and the two backward kernels' device helpers (query bands, tile order, dQ reduce-adds,
+the dK / dV epilogue) and host launcher (`launch_backward`)."""
 
 from __future__ import annotations
 
