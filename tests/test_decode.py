@@ -538,3 +538,26 @@ def test_kvcache_grid_torch_path(Sq, Sk, rotary_fraction, paged, new_kv):
                  batch_idx=not paged and index % 2 == 0, interleaved=index % 2 == 1,
                  B=2, page=(16, 48)[index % 2], seed=index, starved=index % 4 == 0,
                  backend="torch")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("num_splits", [1, 3])
+def test_decode_batch_heads_past_the_grid_limit(num_splits):
+    """4100 x 16 = 65600 (batch, KV head) pairs: more than CUDA's 65535 on grid axes 1
+    and 2, so the decode and merge kernels keep (batch * KV head, rows) on axis 0."""
+    gen = torch.Generator(device=DEVICE).manual_seed(5)
+    B, Sk, Hk, D = 4100, 100, 16, 64
+    q = torch.randn(B, 1, 2 * Hk, D, generator=gen, device=DEVICE).to(torch.bfloat16)
+    k, v = (torch.randn(B, Sk, Hk, D, generator=gen, device=DEVICE).to(torch.bfloat16)
+            for _ in range(2))
+    seqlens = torch.randint(1, Sk + 1, (B,), generator=gen, device=DEVICE, dtype=torch.int32)
+    out, lse = flashtile.flash_attn_with_kvcache(q, k, v, cache_seqlens=seqlens,
+                                                 num_splits=num_splits, return_softmax_lse=True)
+    for b in (0, 1, 2047, 4098, 4099):  # a full float64 reference would take ~50 GB
+        n = int(seqlens[b])
+        qb = q[b:b + 1]
+        kb, vb = (x[b:b + 1, :n].repeat_interleave(2, dim=2) for x in (k, v))  # GQA 2
+        ref, ref_lse = attention_ref(qb, kb, vb)
+        base, base_lse = attention_ref(qb, kb, vb, upcast=False)
+        assert_rule(out[b:b + 1], ref, base, D, f"out[{b}]")
+        assert_lse(lse[b:b + 1], ref_lse, base_lse)

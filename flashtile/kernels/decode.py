@@ -44,7 +44,8 @@ import triton
 import triton.language as tl
 
 from .common import LN2, LOG2E, dot_precision, launch_scalars, score_tile, visible_mask
-from .config import KernelConfig, cdiv, get_config, interpreter_active, padded_head_dim
+from .config import (MAX_GRID_YZ, KernelConfig, cdiv, get_config, interpreter_active,
+                     padded_head_dim)
 
 # ----------------------------------------------------------------------------
 # device side
@@ -140,13 +141,16 @@ def _decode_kernel(Q, K, V, Out, Lse, OPart, LPart, SeqlensK, LeftPad, BatchIdx,
                    HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr, SPLIT: tl.constexpr,
                    PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    BLOCK_D: tl.constexpr):
-    pid_m = tl.program_id(0)
-    bhk = tl.program_id(1)
-    split = tl.program_id(2)
+    rows_total = seqlen_q * GROUP
+    # Axis 0 (2^31 - 1 programs) holds (batch * KV head, row block), row blocks fastest so
+    # neighbours share K / V in L2; axes 1 and 2 stop at 65535.
+    row_blocks = tl.cdiv(rows_total, BLOCK_M)
+    bhk = tl.program_id(0) // row_blocks
+    pid_m = tl.program_id(0) % row_blocks
+    split = tl.program_id(1)
     b = bhk // num_kv_heads
     hk = bhk % num_kv_heads
     b64 = b.to(tl.int64)
-    rows_total = seqlen_q * GROUP
 
     # Packed rows: r = i * GROUP + g <-> (query position i, query head hk * GROUP + g).
     m0 = pid_m * BLOCK_M
@@ -229,7 +233,8 @@ def _decode_kernel(Q, K, V, Out, Lse, OPart, LPart, SeqlensK, LeftPad, BatchIdx,
     lse = tl.where(empty, float("-inf"), (m_i + tl.log2(l_safe)) * LN2)
     d_ok = offs_d[None, :] < HEAD_DIM
     if SPLIT:
-        part = (split * tl.num_programs(1) + bhk).to(tl.int64) * rows_total + r
+        n_bhk = tl.num_programs(0) // row_blocks
+        part = (split * n_bhk + bhk).to(tl.int64) * rows_total + r
         tl.store(OPart + part[:, None] * HEAD_DIM + offs_d[None, :], out,
                  mask=row_ok[:, None] & d_ok)
         tl.store(LPart + part, lse, mask=row_ok)
@@ -242,21 +247,21 @@ def _decode_kernel(Q, K, V, Out, Lse, OPart, LPart, SeqlensK, LeftPad, BatchIdx,
 
 @triton.jit
 def _merge_kernel(OPart, LPart, Out, Lse, stride_ob, stride_os, stride_oh, stride_lb,
-                  stride_lh, num_kv_heads, num_splits,
+                  stride_lh, seqlen_q, num_kv_heads, num_splits,
                   GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, SPLIT_BLOCK: tl.constexpr,
                   BLOCK_D: tl.constexpr):
     """out = sum_s exp(lse_s - lse) * out_s, lse = log sum_s exp(lse_s), one packed row
-    per program (grid (Sq * G, B * Hk)).
+    per program (grid (B * Hk * Sq * G,)).
 
     SPLIT_BLOCK splits are loaded at once: the loads of a chunk are independent, so
     the merge costs about one memory latency per chunk, not one per split (a loop of
     one split per step took ~0.8 us per split on the H200 and made many splits a loss).
     Splits with LSE -inf contribute nothing; all -inf gives out 0 and LSE -inf (the
     function of `flashtile.merge.merge_attention_states`)."""
-    r = tl.program_id(0)
-    bhk = tl.program_id(1)
-    rows_total = tl.num_programs(0)
-    n_bhk = tl.num_programs(1)
+    rows_total = seqlen_q * GROUP
+    n_bhk = tl.num_programs(0) // rows_total  # axis 0: (batch * KV head, row), as in decode
+    bhk = tl.program_id(0) // rows_total
+    r = tl.program_id(0) % rows_total
     offs_s = tl.arange(0, SPLIT_BLOCK)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < HEAD_DIM
@@ -434,7 +439,7 @@ def decode_attention(q, k_cache, v_cache, cache_seqlens, *, cache_leftpad=None,
         num_splits = choose_num_splits(batch, kv_heads, row_blocks, span, q.device, cfg,
                                        head_dim, q.element_size())
     # More splits than key tiles would only add empty chunks: same result, fewer programs.
-    num_splits = max(1, min(int(num_splits), cdiv(capacity, cfg.block_n)))
+    num_splits = max(1, min(int(num_splits), cdiv(capacity, cfg.block_n), MAX_GRID_YZ))
     if batch == 0 or rows == 0:
         return (out, lse, None) if return_partials else (out, lse)
     split = num_splits > 1
@@ -451,7 +456,7 @@ def decode_attention(q, k_cache, v_cache, cache_seqlens, *, cache_leftpad=None,
     has_alibi = alibi_slopes is not None
     stride_ab, stride_ah = alibi_slopes.stride() if has_alibi else (0, 0)
     dummy = cache_seqlens
-    _decode_kernel[(row_blocks, batch * kv_heads, num_splits)](
+    _decode_kernel[(batch * kv_heads * row_blocks, num_splits)](
         q, k_cache, v_cache, out, lse, o_part, l_part, cache_seqlens,
         dummy if cache_leftpad is None else cache_leftpad,
         dummy if cache_batch_idx is None or paged else cache_batch_idx,
@@ -473,9 +478,9 @@ def decode_attention(q, k_cache, v_cache, cache_seqlens, *, cache_leftpad=None,
     if split:
         interpreted = interpreter_active()
         split_block = min(1 << (num_splits - 1).bit_length(), 16 if interpreted else 64)
-        _merge_kernel[(rows, batch * kv_heads)](
+        _merge_kernel[(batch * kv_heads * rows, )](
             o_part, l_part, out, lse, out.stride(0), out.stride(1), out.stride(2),
-            lse.stride(0), lse.stride(1), kv_heads, num_splits,
+            lse.stride(0), lse.stride(1), seqlen_q, kv_heads, num_splits,
             GROUP=group, HEAD_DIM=head_dim, SPLIT_BLOCK=split_block,
             BLOCK_D=padded_head_dim(head_dim), num_warps=1 if interpreted else 4)
     if return_partials:
