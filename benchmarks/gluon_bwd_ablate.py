@@ -25,10 +25,8 @@ bf16, 16k tokens, model dim 2048. Writes gluon_bwd_ablate[_d256].json.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
-import sys
 import tempfile
 
 import torch
@@ -37,6 +35,7 @@ import flashtile
 from flashtile import bench
 from flashtile.kernels import backward, backward_hopper, backward_hopper_d256
 from gluon_ab import peers  # (this script's folder is on sys.path when it runs)
+from module_copies import load_copy
 
 SRC = backward_hopper.__file__
 ATOMIC = """        gl.atomic_add(DQAcc + offs[:, None] + dq_cols[None, :], dq,
@@ -118,16 +117,9 @@ def _edit(src: str, name: str) -> str:
 
 
 def _load(name: str, folder: str, path: str = SRC):
-    src = open(path).read().replace("from . import", "from flashtile.kernels import")
-    src = src.replace("from .", "from flashtile.kernels.")
     edit = {SRC: _edit, backward_hopper_d256.__file__: _edit_d256}.get(path)
-    path = os.path.join(folder, f"bwd_hopper_{name}.py")
-    with open(path, "w") as f:
-        f.write(edit(src, name) if edit else src)
-    spec = importlib.util.spec_from_file_location(f"bwd_hopper_{name}", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
+    mod = load_copy(path, f"bwd_hopper_{name}", folder,
+                    edit=(lambda src: edit(src, name)) if edit else None)
     mod.MIN_FLOPS = 0.0
     return mod
 

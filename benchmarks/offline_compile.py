@@ -246,6 +246,7 @@ def main(argv=None):
             out.mkdir(parents=True, exist_ok=True)
             for ext in ("ttgir", "ptx"):
                 (out / f"{fn.__name__}.{ext}").write_text(compiled.asm[ext])
+            (out / f"{fn.__name__}.cubin").write_bytes(compiled.asm["cubin"])
 
 
 if __name__ == "__main__":
