@@ -111,21 +111,6 @@ def test_gluon_fp8_forward(launches):
     assert launches[0] == 3
 
 
-@pytest.mark.parametrize("d", [64, 128, 256])
-@pytest.mark.parametrize("causal", [False, True])
-def test_pingpong_matches_reference(launches, monkeypatch, causal, d):
-    """Warpgroups taking turns at the wgmmas (PINGPONG rows), bf16 and FP8; causal
-    300 x 100 has CTAs without a key tile (their turns must still balance)."""
-    from test_gpu_fp8 import _check_against_reference
-    monkeypatch.setattr(forward_hopper, "PINGPONG", set(forward_hopper.CONFIGS))
-    for i, shape in enumerate([(113, 203), (2000, 3001), (300, 100)]):
-        q, k, v = _inputs(2, *shape, 4, 2, d, seed=i + d)
-        check_case(lambda a, b, c: (flashtile.flash_attn_func(a, b, c, causal=causal), None),
-                   q, k, v, dtype=torch.bfloat16, grads=False, causal=causal)
-        _check_against_reference(2, *shape, 4, 2, d, causal, (-1, -1), seed=i)
-    assert launches[0] == 6
-
-
 def test_odd_head_dim_takes_the_triton_kernel(launches):
     q, k, v = (x.to(torch.bfloat16) for x in _inputs(1, 256, 256, 2, 2, 59, seed=3))
     flashtile.flash_attn_func(q, k, v, causal=True)

@@ -72,35 +72,12 @@ def _softmax_step(s, m_i, l_i, rows, n, qk_scale, seqlen_k, diag,
         cols = n + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
         visible = (cols[None, :] < seqlen_k) & (cols[None, :] <= rows[:, None] + diag)
         s = gl.where(visible, s, float("-inf"))
-    m_new = gl.maximum(m_i, _row_tree(s, True) * qk_scale)
+    m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
     m_ref = gl.where(m_new == float("-inf"), 0.0, m_new)  # all-masked rows stay at 0
     p = gl.exp2(s * qk_scale - m_ref[:, None])
     alpha = gl.exp2(m_i - m_ref)
-    l_new = l_i * alpha + _row_tree(p, False)
+    l_new = l_i * alpha + gl.sum(p, 1)
     return p, alpha, m_new, l_new
-
-
-@gluon.jit
-def _row_tree(x, IS_MAX: gl.constexpr):
-    """Row max (IS_MAX) or sum of a score tile, as a tree. gl.max / gl.sum fold a
-    thread's 2 * BLOCK_N / 8 values of a row one after another (a dependency chain that
-    long); halving the tile by its top key bit, which wgmma's layout keeps in registers,
-    first makes the chain log-deep. The last 8 columns (2 per thread x 4 lanes) go to
-    gl.max / gl.sum."""
-    ROWS: gl.constexpr = x.shape[0]
-    row_layout: gl.constexpr = gl.SliceLayout(1, x.type.layout)
-    LEVELS: gl.constexpr = x.shape[1].bit_length() - 4  # down to 8 columns
-    for _ in gl.static_range(LEVELS):
-        halves = gl.reshape(x, [ROWS, 2, x.shape[1] // 2])
-        if IS_MAX:
-            x = gl.max(halves, 1)
-        else:
-            x = gl.sum(halves, 1)
-    if IS_MAX:
-        x = gl.max(x, 1)
-    else:
-        x = gl.sum(x, 1)
-    return gl.convert_layout(x, row_layout)  # the same registers: no data moves
 
 
 @gluon.jit
@@ -119,10 +96,9 @@ def _softmax_tile(s, m_i, l_i, rows, j, n_full, qk_scale, seqlen_k, diag,
 @gluon.jit
 def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, full, empty, Lse, wg, b, h,
               m0, n_tiles, n_full, diag, seqlen_q, seqlen_k, qk_scale, out_scale, stride_lb,
-              stride_lh, pingpong):
+              stride_lh):
     """One warpgroup: 64 query rows (half `wg` of the CTA's block), start to finish.
-    Query i sees keys <= i + diag (causal; diag = seqlen_k otherwise). pingpong (a value,
-    like every partition argument): the warpgroups take turns issuing their wgmmas."""
+    Query i sees keys <= i + diag (causal; diag = seqlen_k otherwise)."""
     dtype: gl.constexpr = q_smem.dtype
     IS_FP8: gl.constexpr = dtype.is_fp8()
     ROWS: gl.constexpr = q_smem.shape[2]
@@ -146,16 +122,12 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, full, empty, Lse, w
     s_zero = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=s_layout)
     q = q_smem.index(wg).reshape([ROWS, HEAD_DIM])
     mbarrier.wait(q_bar, 0)
-    if pingpong and wg == 1:
-        _turn(0, False)  # warpgroup 0 issues first
 
     if n_tiles > 0:
         # Prologue: the first score tile and its softmax.
         mbarrier.wait(full.index(0), 0)
-        _my_turn(wg, pingpong)
         s = warpgroup_mma(q, _kt(k_smem.index(0), BLOCK_N, HEAD_DIM), s_zero,
                           use_acc=False, is_async=True)
-        _your_turn(wg, pingpong)
         s = warpgroup_mma_wait(0, deps=[s])
         p, alpha, m_i, l_i = _softmax_tile(s, m_i, l_i, rows, 0, n_full, qk_scale, seqlen_k,
                                            diag, BLOCK_N, s_layout)
@@ -164,12 +136,10 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, full, empty, Lse, w
             prev = (j - 1) % STAGES
             mbarrier.wait(full.index(slot), (j // STAGES) & 1)  # V_{j-1} came with K_{j-1}
             pv = _p_operand(p, dtype, p_layout)
-            _my_turn(wg, pingpong)
             s = warpgroup_mma(q, _kt(k_smem.index(slot), BLOCK_N, HEAD_DIM), s_zero,
                               use_acc=False, is_async=True)
             acc = warpgroup_mma(pv, _v_operand(v_smem.index(prev), BLOCK_N, HEAD_DIM, IS_FP8),
                                 acc, is_async=True)
-            _your_turn(wg, pingpong)
             s = warpgroup_mma_wait(1, deps=[s])  # S_j is ready; P.V may still run
             p, alpha, m_i, l_i = _softmax_tile(s, m_i, l_i, rows, j, n_full, qk_scale,
                                                seqlen_k, diag, BLOCK_N, s_layout)
@@ -179,13 +149,9 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, full, empty, Lse, w
         # The last tile's P.V.
         last = (n_tiles - 1) % STAGES
         pv = _p_operand(p, dtype, p_layout)
-        _my_turn(wg, pingpong)
         acc = warpgroup_mma(pv, _v_operand(v_smem.index(last), BLOCK_N, HEAD_DIM, IS_FP8),
                             acc, is_async=True)
-        _your_turn(wg, pingpong)
         acc = _wait_pv(acc, pv, IS_FP8)
-    if pingpong and wg == 0:
-        _turn(0, True)  # takes warpgroup 1's last hand-over: no arrival left pending
 
     # Normalise once; rows that saw no key get out = 0 and LSE = -inf.
     empty_row = l_i == 0.0
@@ -206,8 +172,7 @@ def _fwd_kernel(q_desc, k_desc, v_desc, o_desc, Lse, Descale, stride_lb, stride_
                 stride_desc, num_heads, kv_group, seqlen_q, seqlen_k, qk_scale,
                 HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
                 CAUSAL: gl.constexpr, IS_FP8: gl.constexpr, LONGEST_FIRST: gl.constexpr,
-                CONSUMER_REGS: gl.constexpr, LOADER_REGS: gl.constexpr,
-                PINGPONG: gl.constexpr):
+                CONSUMER_REGS: gl.constexpr, LOADER_REGS: gl.constexpr):
     """One CTA = 2 * 64 query rows of one (batch, head): a producer warp and two
     consumer warpgroups (this kernel's 4 warps and a 4-warp worker)."""
     dtype: gl.constexpr = q_desc.dtype
@@ -258,39 +223,13 @@ def _fwd_kernel(q_desc, k_desc, v_desc, o_desc, Lse, Descale, stride_lb, stride_
 
     consumer_args = (o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, full, empty, Lse)
     tail = (b, h, m0, n_tiles, n_full, diag, seqlen_q, seqlen_k, qk_scale, out_scale,
-            stride_lb, stride_lh, gl.to_tensor(PINGPONG))
+            stride_lb, stride_lh)
     gl.warp_specialize([
         (_consumer, consumer_args + (gl.to_tensor(0), ) + tail),
         (_consumer, consumer_args + (gl.to_tensor(1), ) + tail),
         (_loader, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, full, empty, b, h,
                    hk, m0, n_tiles)),
     ], [4, 1], [CONSUMER_REGS, LOADER_REGS])
-
-
-# Hardware named barriers for the turns (FlashAttention-3's scheduler barriers): ids
-# well above the few Triton gives the partitions, 256 threads = both consumer warpgroups.
-TURN_BARRIER = gl.constexpr(14)
-
-
-@gluon.jit
-def _turn(wg, WAIT: gl.constexpr):
-    """Named barrier TURN_BARRIER + wg: bar.sync waits until the other warpgroup
-    bar.arrive-d on it (its turn is over); bar.arrive hands the turn to warpgroup wg."""
-    op: gl.constexpr = "bar.sync" if WAIT else "bar.arrive"
-    gl.inline_asm_elementwise(f"{op} $1, 256; mov.u32 $0, 0;", "=r,r",
-                              [wg + TURN_BARRIER], dtype=gl.int32, is_pure=False, pack=1)
-
-
-@gluon.jit
-def _my_turn(wg, pingpong):
-    if pingpong:
-        _turn(wg, True)
-
-
-@gluon.jit
-def _your_turn(wg, pingpong):
-    if pingpong:
-        _turn(1 - wg, False)
 
 
 @gluon.jit
@@ -359,8 +298,6 @@ ENABLED = {("16bit", 128)}
 # TensorDescriptors, validated in Python) costs the host more than the Triton one: at
 # d128 1k tokens x 16 the Triton kernel won by 13-26% (session 6, NOTES.md).
 MIN_FLOPS = 1e11
-# Rows whose two consumer warpgroups take turns issuing wgmmas (`_turn`).
-PINGPONG: set[tuple[str, int]] = set()
 ROWS = 64  # query rows per consumer warpgroup
 
 
@@ -403,4 +340,4 @@ def attention_forward(q, k, v, out, lse, *, softmax_scale: float, causal: bool,
         seqlen_q, seqlen_k, softmax_scale * LOG2E,
         HEAD_DIM=head_dim, BLOCK_N=block_n, STAGES=stages, CAUSAL=causal, IS_FP8=is_fp8,
         LONGEST_FIRST=causal, CONSUMER_REGS=consumer_regs, LOADER_REGS=loader_regs,
-        PINGPONG=_row(q.dtype, head_dim) in PINGPONG, num_warps=4)
+        num_warps=4)
