@@ -30,9 +30,6 @@ def test_enabled_rows_have_configs():
         assert consumer_regs % 8 == 0 and loader_regs % 8 == 0
         assert 2 * 128 * consumer_regs + 128 * loader_regs <= 65536
         assert block_n in (64, 128) and stages >= 2
-        # shared memory: Q (2 x 64 rows) and the K / V ring (O goes out from registers)
-        itemsize = 1 if dtype_class == "fp8" else 2
-        assert (128 + 2 * stages * block_n) * head_dim * itemsize + 1024 <= 232448
 
 
 def test_small_launches_stay_on_the_triton_kernel(monkeypatch):

@@ -22,7 +22,6 @@ rows follow them.
 
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass
 
@@ -156,19 +155,3 @@ def get_config(pass_name: str, head_dim: int, dtype: torch.dtype) -> KernelConfi
     if interpreter_active():
         return _INTERPRETER_CONFIG
     return _GPU_TABLE[(pass_name, _dtype_class(dtype), block_d)]
-
-
-FALLBACK_NUM_SMS = 4  # SM count assumed off-GPU (decode's split heuristic)
-
-
-@functools.lru_cache(maxsize=None)
-def _sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
-def device_sm_count(device: torch.device) -> int:
-    """Streaming multiprocessors of a CUDA device; FALLBACK_NUM_SMS elsewhere."""
-    if device.type == "cuda":
-        return _sm_count(device.index if device.index is not None else
-                         torch.cuda.current_device())
-    return FALLBACK_NUM_SMS

@@ -44,8 +44,8 @@ import triton
 import triton.language as tl
 
 from .common import LN2, LOG2E, dot_precision, launch_scalars, score_tile, visible_mask
-from .config import (MAX_GRID_YZ, KernelConfig, cdiv, device_sm_count, get_config,
-                     interpreter_active, padded_head_dim)
+from .config import (MAX_GRID_YZ, KernelConfig, cdiv, get_config, interpreter_active,
+                     padded_head_dim)
 
 # ----------------------------------------------------------------------------
 # device side
@@ -296,7 +296,8 @@ def _merge_kernel(OPart, LPart, Out, Lse, stride_ob, stride_os, stride_oh, strid
 # host side
 # ----------------------------------------------------------------------------
 
-# Heuristic constant: the smallest split worth having.
+# Heuristic constants: SM count assumed off-GPU, the smallest split worth having.
+FALLBACK_NUM_SMS = 4
 MIN_KEYS_PER_SPLIT = 256  # GPU; the interpreter uses 2 tiles (32 keys)
 MAX_SPLITS = 128
 
@@ -335,6 +336,19 @@ def _stages(num_stages: int, paged: bool) -> int:
     K/V tiles only from num_stages = 5 (checked on sm_90 shared-memory sizes), so
     a paged launch gets two more stages than the contiguous one."""
     return num_stages + 2 if paged and num_stages > 1 else num_stages
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def device_sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device; FALLBACK_NUM_SMS elsewhere."""
+    if device.type == "cuda":
+        return _sm_count(device.index if device.index is not None else
+                         torch.cuda.current_device())
+    return FALLBACK_NUM_SMS
 
 
 @functools.lru_cache(maxsize=1024)  # pure function of ints, called per decode step

@@ -28,76 +28,39 @@ from __future__ import annotations
 import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import (mbarrier, tma,
+from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma,
                                                               warpgroup_mma, warpgroup_mma_wait)
 
 from .common import LN2, LOG2E, transposed_v
-from .config import device_sm_count
+from .config import batch_head_grid
 from .hopper_common import dense_call_ok, descriptor
 
 
 @gluon.jit
-def _tile(t, n_mblocks, num_heads, kv_group, seqlen_q, seqlen_k, causal, longest_first,
-          ROWS: gl.constexpr, BLOCK_N: gl.constexpr):
-    """Work tile t of the persistent schedule -> (b, h, hk, m0, n_tiles, n_full, diag):
-    2 * ROWS query rows from m0 of head h, which see key tiles [0, n_tiles), masked
-    from n_full on; query i sees keys <= i + diag. Tiles run head by head (a head's K / V
-    stays in L2 while its query blocks run); causal ones longest first. (Partitions get
-    values only, so causal / longest_first are runtime flags: scalar work, once a tile.)"""
-    bh = t // n_mblocks
-    pid_m = t % n_mblocks
-    if longest_first:  # under a causal mask the last query blocks see the most keys
-        pid_m = n_mblocks - 1 - pid_m
-    b = bh // num_heads
-    h = bh % num_heads
-    m0 = pid_m * 2 * ROWS
-    if causal:
-        diag = seqlen_k - seqlen_q
-        n_end = gl.minimum(seqlen_k, gl.maximum(m0 + 2 * ROWS + diag, 0))
-        n_full = gl.minimum(gl.maximum(m0 + diag + 1, 0) // BLOCK_N, seqlen_k // BLOCK_N)
-    else:
-        diag = seqlen_k
-        n_end = seqlen_k
-        n_full = seqlen_k // BLOCK_N
-    return b, h, h // kv_group, m0, (n_end + BLOCK_N - 1) // BLOCK_N, n_full, diag
-
-
-@gluon.jit
-def _loader(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, full, empty,
-            n_work, n_mblocks, num_heads, kv_group, seqlen_q, seqlen_k, causal,
-            longest_first):
-    """Producer warp, for each of this CTA's tiles: Q's two halves once both consumers
-    are done with the last tile's Q, then K / V tiles into the ring (one running count
-    over all tiles, so the next tile's first K / V load while this one ends). A slot is
+def _loader(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, full, empty, b, h, hk,
+            m0, n_tiles):
+    """Producer warp: Q's two halves once, then K / V tiles into the ring. A slot is
     reused once both consumers arrived on its `empty` barrier. (Partitions get their
     compile-time sizes from the buffers' shapes: Triton 3.6 passes only values.)"""
     STAGES: gl.constexpr = k_smem.shape[0]
     BLOCK_N: gl.constexpr = k_smem.shape[2]
     V_T: gl.constexpr = q_smem.dtype.is_fp8()
-    ROWS: gl.constexpr = q_desc.block_type.shape[1]
-    c = 0
-    for i in range(n_work):
-        b, h, hk, m0, n_tiles, n_full, diag = _tile(
-            gl.program_id(0) + i * gl.num_programs(0), n_mblocks, num_heads, kv_group,
-            seqlen_q, seqlen_k, causal, longest_first, ROWS, BLOCK_N)
-        mbarrier.wait(q_empty, (i & 1) ^ 1, pred=i > 0)
-        mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(q_desc, [b, m0, h, 0], q_bar, q_smem.index(0))
-        tma.async_copy_global_to_shared(q_desc, [b, m0 + ROWS, h, 0], q_bar, q_smem.index(1))
-        for j in range(n_tiles):
-            slot = c % STAGES
-            mbarrier.wait(empty.index(slot), ((c // STAGES) & 1) ^ 1, pred=c >= STAGES)
-            bar = full.index(slot)
-            mbarrier.expect(bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(k_desc, [b, j * BLOCK_N, hk, 0], bar,
-                                            k_smem.index(slot))
-            if V_T:  # (B, Hk, D, S) copy of V: keys contiguous, as FP8 P.V needs
-                tma.async_copy_global_to_shared(v_desc, [b, hk, 0, j * BLOCK_N], bar,
-                                                v_smem.index(slot))
-            else:
-                tma.async_copy_global_to_shared(v_desc, [b, j * BLOCK_N, hk, 0], bar,
-                                                v_smem.index(slot))
-            c += 1
+    half: gl.constexpr = q_desc.block_type.shape[1]
+    mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(q_desc, [b, m0, h, 0], q_bar, q_smem.index(0))
+    tma.async_copy_global_to_shared(q_desc, [b, m0 + half, h, 0], q_bar, q_smem.index(1))
+    for j in range(n_tiles):
+        slot = j % STAGES
+        mbarrier.wait(empty.index(slot), ((j // STAGES) & 1) ^ 1, pred=j >= STAGES)
+        bar = full.index(slot)
+        mbarrier.expect(bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(k_desc, [b, j * BLOCK_N, hk, 0], bar, k_smem.index(slot))
+        if V_T:  # (B, Hk, D, S) copy of V: keys contiguous, as FP8 P.V needs
+            tma.async_copy_global_to_shared(v_desc, [b, hk, 0, j * BLOCK_N], bar,
+                                            v_smem.index(slot))
+        else:
+            tma.async_copy_global_to_shared(v_desc, [b, j * BLOCK_N, hk, 0], bar,
+                                            v_smem.index(slot))
 
 
 @gluon.jit
@@ -131,37 +94,11 @@ def _softmax_tile(s, m_i, l_i, rows, j, n_full, qk_scale, seqlen_k, diag,
 
 
 @gluon.jit
-def _consumer(q_smem, k_smem, v_smem, q_bar, q_empty, full, empty, Out, Lse, Descale, wg,
-              n_work, n_mblocks, num_heads, kv_group, seqlen_q, seqlen_k, causal,
-              longest_first, qk_scale, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
-              stride_desc):
-    """One warpgroup: 64 query rows (half `wg` of each tile's block), tile after tile."""
-    ROWS: gl.constexpr = q_smem.shape[2]
-    BLOCK_N: gl.constexpr = k_smem.shape[2]
-    c = 0  # K / V tiles consumed so far (the loader's running count)
-    for i in range(n_work):
-        b, h, hk, m0, n_tiles, n_full, diag = _tile(
-            gl.program_id(0) + i * gl.num_programs(0), n_mblocks, num_heads, kv_group,
-            seqlen_q, seqlen_k, causal, longest_first, ROWS, BLOCK_N)
-        scale = qk_scale
-        out_scale = 1.0
-        if q_smem.dtype.is_fp8():  # FlashAttention-3's per-(batch, KV head) descales
-            dbase = Descale + b * (num_heads // kv_group) + hk
-            scale = qk_scale * gl.load(dbase) * gl.load(dbase + stride_desc)
-            out_scale = gl.load(dbase + 2 * stride_desc)
-        mbarrier.wait(q_bar, i & 1)
-        _attend_rows(q_smem, k_smem, v_smem, q_empty, full, empty, Out, Lse, wg, c, b, h,
-                     m0 + wg * ROWS, n_tiles, n_full, diag, seqlen_q, seqlen_k, scale,
-                     out_scale, stride_ob, stride_os, stride_oh, stride_lb, stride_lh)
-        c += n_tiles
-
-
-@gluon.jit
-def _attend_rows(q_smem, k_smem, v_smem, q_empty, full, empty, Out, Lse, wg, c, b, h, r0,
-                 n_tiles, n_full, diag, seqlen_q, seqlen_k, qk_scale, out_scale, stride_ob,
-                 stride_os, stride_oh, stride_lb, stride_lh):
-    """Rows r0 .. r0 + 63 of one tile, start to finish; K / V tile j sits in ring slot
-    (c + j) % STAGES. Query i sees keys <= i + diag (causal; diag = seqlen_k otherwise)."""
+def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, full, empty, Lse, wg, b, h,
+              m0, n_tiles, n_full, diag, seqlen_q, seqlen_k, qk_scale, out_scale, stride_lb,
+              stride_lh):
+    """One warpgroup: 64 query rows (half `wg` of the CTA's block), start to finish.
+    Query i sees keys <= i + diag (causal; diag = seqlen_k otherwise)."""
     dtype: gl.constexpr = q_smem.dtype
     IS_FP8: gl.constexpr = dtype.is_fp8()
     ROWS: gl.constexpr = q_smem.shape[2]
@@ -177,25 +114,27 @@ def _attend_rows(q_smem, k_smem, v_smem, q_empty, full, empty, Out, Lse, wg, c, 
         operand_index=0, parent=o_layout, k_width=32 // dtype.primitive_bitwidth)
     row_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
 
+    r0 = m0 + wg * ROWS
     rows = r0 + gl.arange(0, ROWS, layout=row_layout)
     m_i = gl.full([ROWS], float("-inf"), gl.float32, layout=row_layout)
     l_i = gl.full([ROWS], 0.0, gl.float32, layout=row_layout)
     acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, layout=o_layout)
     s_zero = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=s_layout)
     q = q_smem.index(wg).reshape([ROWS, HEAD_DIM])
+    mbarrier.wait(q_bar, 0)
 
     if n_tiles > 0:
         # Prologue: the first score tile and its softmax.
-        mbarrier.wait(full.index(c % STAGES), (c // STAGES) & 1)
-        s = warpgroup_mma(q, _kt(k_smem.index(c % STAGES), BLOCK_N, HEAD_DIM), s_zero,
+        mbarrier.wait(full.index(0), 0)
+        s = warpgroup_mma(q, _kt(k_smem.index(0), BLOCK_N, HEAD_DIM), s_zero,
                           use_acc=False, is_async=True)
         s = warpgroup_mma_wait(0, deps=[s])
         p, alpha, m_i, l_i = _softmax_tile(s, m_i, l_i, rows, 0, n_full, qk_scale, seqlen_k,
                                            diag, BLOCK_N, s_layout)
         for j in range(1, n_tiles):
-            slot = (c + j) % STAGES
-            prev = (c + j - 1) % STAGES
-            mbarrier.wait(full.index(slot), ((c + j) // STAGES) & 1)  # V_{j-1} came with K_{j-1}
+            slot = j % STAGES
+            prev = (j - 1) % STAGES
+            mbarrier.wait(full.index(slot), (j // STAGES) & 1)  # V_{j-1} came with K_{j-1}
             pv = _p_operand(p, dtype, p_layout)
             s = warpgroup_mma(q, _kt(k_smem.index(slot), BLOCK_N, HEAD_DIM), s_zero,
                               use_acc=False, is_async=True)
@@ -207,16 +146,12 @@ def _attend_rows(q_smem, k_smem, v_smem, q_empty, full, empty, Out, Lse, wg, c, 
             acc = _wait_pv(acc, pv, IS_FP8)
             mbarrier.arrive(empty.index(prev), count=1)  # this warpgroup is done with it
             acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
-        mbarrier.arrive(q_empty, count=1)  # every Q.K^T is done: the next Q may come
         # The last tile's P.V.
-        last = (c + n_tiles - 1) % STAGES
+        last = (n_tiles - 1) % STAGES
         pv = _p_operand(p, dtype, p_layout)
         acc = warpgroup_mma(pv, _v_operand(v_smem.index(last), BLOCK_N, HEAD_DIM, IS_FP8),
                             acc, is_async=True)
         acc = _wait_pv(acc, pv, IS_FP8)
-        mbarrier.arrive(empty.index(last), count=1)
-    else:
-        mbarrier.arrive(q_empty, count=1)
 
     # Normalise once; rows that saw no key get out = 0 and LSE = -inf.
     empty_row = l_i == 0.0
@@ -225,52 +160,75 @@ def _attend_rows(q_smem, k_smem, v_smem, q_empty, full, empty, Out, Lse, wg, c, 
     lse = gl.where(empty_row, float("-inf"),
                    (m_i + gl.log2(gl.where(empty_row, 1.0, l_i))) * LN2)
     gl.store(Lse + b.to(gl.int64) * stride_lb + h * stride_lh + rows, lse, mask=rows < seqlen_q)
-    # O straight from registers (no shared-memory staging: Q's tiles are the next tile's
-    # already); 64-bit offsets, rows past S masked.
-    o_rows = r0 + gl.arange(0, ROWS, layout=gl.SliceLayout(1, o_layout))
-    o_cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
-    offs = (b.to(gl.int64) * stride_ob + h * stride_oh + o_rows.to(gl.int64) * stride_os)
-    gl.store(Out + offs[:, None] + o_cols[None, :], out.to(Out.dtype.element_ty),
-             mask=(o_rows < seqlen_q)[:, None])
+    o_tile = o_smem.index(wg)
+    o_tile.reshape([ROWS, HEAD_DIM]).store(out.to(o_desc.dtype))
+    fence_async_shared()  # the copy engine reads o_tile next
+    tma.async_copy_shared_to_global(o_desc, [b, r0, h, 0], o_tile)  # clipped at S
+    tma.store_wait(0)
 
 
 @gluon.jit
-def _fwd_kernel(q_desc, k_desc, v_desc, Out, Lse, Descale, stride_ob, stride_os, stride_oh,
-                stride_lb, stride_lh, stride_desc, num_heads, kv_group, seqlen_q, seqlen_k,
-                n_mblocks, n_tiles_total, qk_scale,
+def _fwd_kernel(q_desc, k_desc, v_desc, o_desc, Lse, Descale, stride_lb, stride_lh,
+                stride_desc, num_heads, kv_group, seqlen_q, seqlen_k, qk_scale,
                 HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-                CAUSAL: gl.constexpr, LONGEST_FIRST: gl.constexpr,
+                CAUSAL: gl.constexpr, IS_FP8: gl.constexpr, LONGEST_FIRST: gl.constexpr,
                 CONSUMER_REGS: gl.constexpr, LOADER_REGS: gl.constexpr):
-    """Persistent: CTA p runs work tiles p, p + grid, ... (`_tile`), each 2 * 64 query
-    rows of one (batch, head); a producer warp and two consumer warpgroups (this kernel's
-    4 warps and a 4-warp worker)."""
+    """One CTA = 2 * 64 query rows of one (batch, head): a producer warp and two
+    consumer warpgroups (this kernel's 4 warps and a 4-warp worker)."""
     dtype: gl.constexpr = q_desc.dtype
-    n_work = (n_tiles_total - gl.program_id(0) + gl.num_programs(0) - 1) // gl.num_programs(0)
+    ROWS: gl.constexpr = q_desc.block_type.shape[1]
+    pid_m = gl.program_id(0)
+    if LONGEST_FIRST:  # under a causal mask the last query blocks see the most keys
+        pid_m = gl.num_programs(0) - 1 - pid_m
+    bh = gl.program_id(1) + gl.program_id(2) * gl.num_programs(1)  # config.batch_head_grid
+    b = bh // num_heads
+    h = bh % num_heads
+    hk = h // kv_group  # GQA: consecutive query heads share one KV head
+    m0 = pid_m * 2 * ROWS
+
+    # Key tiles these rows see: [0, n_tiles); from n_full on they need a mask.
+    if CAUSAL:  # query i sees keys <= i + diag
+        diag = seqlen_k - seqlen_q
+        n_end = gl.minimum(seqlen_k, gl.maximum(m0 + 2 * ROWS + diag, 0))
+        n_full = gl.minimum(gl.maximum(m0 + diag + 1, 0) // BLOCK_N, seqlen_k // BLOCK_N)
+    else:
+        diag = seqlen_k
+        n_end = seqlen_k
+        n_full = seqlen_k // BLOCK_N
+    n_tiles = (n_end + BLOCK_N - 1) // BLOCK_N
+
+    out_scale = gl.to_tensor(1.0)  # (partitions take values, not Python literals)
+    if IS_FP8:  # FlashAttention-3's per-(batch, KV head) descales
+        dbase = Descale + b * (num_heads // kv_group) + hk
+        qk_scale = qk_scale * gl.load(dbase) * gl.load(dbase + stride_desc)
+        out_scale = gl.load(dbase + 2 * stride_desc)
+
     q_smem = gl.allocate_shared_memory(dtype, [2] + q_desc.block_type.shape, q_desc.layout)
     k_smem = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape,
                                        k_desc.layout)
     v_smem = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape,
                                        v_desc.layout)
+    if o_desc.dtype == dtype:  # O's staging reuses Q's tiles: room for a third K/V slot
+        o_smem = q_smem
+    else:  # FP8 in, bf16 out
+        o_smem = gl.allocate_shared_memory(o_desc.dtype, [2] + o_desc.block_type.shape,
+                                           o_desc.layout)
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     mbarrier.init(q_bar, count=1)
-    mbarrier.init(q_empty, count=2)  # one arrive per consumer warpgroup
     for i in gl.static_range(STAGES):
         mbarrier.init(full.index(i), count=1)
-        mbarrier.init(empty.index(i), count=2)
+        mbarrier.init(empty.index(i), count=2)  # one arrive per consumer warpgroup
 
-    schedule = (n_work, n_mblocks, num_heads, kv_group, seqlen_q, seqlen_k,
-                gl.to_tensor(CAUSAL), gl.to_tensor(LONGEST_FIRST))
-    consumer_args = (q_smem, k_smem, v_smem, q_bar, q_empty, full, empty, Out, Lse, Descale)
-    tail = schedule + (qk_scale, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
-                       stride_desc)
+    consumer_args = (o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, full, empty, Lse)
+    tail = (b, h, m0, n_tiles, n_full, diag, seqlen_q, seqlen_k, qk_scale, out_scale,
+            stride_lb, stride_lh)
     gl.warp_specialize([
         (_consumer, consumer_args + (gl.to_tensor(0), ) + tail),
         (_consumer, consumer_args + (gl.to_tensor(1), ) + tail),
-        (_loader, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, q_empty, full,
-                   empty) + schedule),
+        (_loader, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, full, empty, b, h,
+                   hk, m0, n_tiles)),
     ], [4, 1], [CONSUMER_REGS, LOADER_REGS])
 
 
@@ -374,14 +332,12 @@ def attention_forward(q, k, v, out, lse, *, softmax_scale: float, causal: bool,
         v_desc = descriptor(transposed_v(v, permute_keys=True)[1], [1, 1, head_dim, block_n])
     else:
         v_desc = descriptor(v, [1, block_n, 1, head_dim])
-    n_mblocks = -(-seqlen_q // (2 * ROWS))
-    n_tiles = n_mblocks * batch * num_heads
-    grid = (min(n_tiles, device_sm_count(q.device)), )  # one CTA per SM (shared memory)
+    o_desc = descriptor(out, [1, ROWS, 1, head_dim])
+    grid = (-(-seqlen_q // (2 * ROWS)), *batch_head_grid(batch, num_heads))
     _fwd_kernel[grid](
-        q_desc, k_desc, v_desc, out, lse, descale if is_fp8 else lse,
-        out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
-        batch * kv_heads, num_heads, num_heads // kv_heads, seqlen_q, seqlen_k, n_mblocks,
-        n_tiles, softmax_scale * LOG2E,
-        HEAD_DIM=head_dim, BLOCK_N=block_n, STAGES=stages, CAUSAL=causal,
+        q_desc, k_desc, v_desc, o_desc, lse, descale if is_fp8 else lse,
+        lse.stride(0), lse.stride(1), batch * kv_heads, num_heads, num_heads // kv_heads,
+        seqlen_q, seqlen_k, softmax_scale * LOG2E,
+        HEAD_DIM=head_dim, BLOCK_N=block_n, STAGES=stages, CAUSAL=causal, IS_FP8=is_fp8,
         LONGEST_FIRST=causal, CONSUMER_REGS=consumer_regs, LOADER_REGS=loader_regs,
         num_warps=4)
