@@ -65,8 +65,7 @@ def _loader(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, full, empty, 
 
 @gluon.jit
 def _softmax_step(s, m_i, l_i, rows, n, qk_scale, seqlen_k, diag,
-                  BLOCK_N: gl.constexpr, MASKED: gl.constexpr, s_layout: gl.constexpr,
-                  IS_FP8: gl.constexpr):
+                  BLOCK_N: gl.constexpr, MASKED: gl.constexpr, s_layout: gl.constexpr):
     """Online softmax over one score tile s = Q K^T (raw, unscaled; qk_scale > 0 folds
     softmax_scale * log2(e)): returns (P, alpha, m_new, l_new) in base 2."""
     if MASKED:  # past the keys' end, or above the diagonal (query i sees keys <= i + diag)
@@ -75,63 +74,22 @@ def _softmax_step(s, m_i, l_i, rows, n, qk_scale, seqlen_k, diag,
         s = gl.where(visible, s, float("-inf"))
     m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
     m_ref = gl.where(m_new == float("-inf"), 0.0, m_new)  # all-masked rows stay at 0
-    if IS_FP8 and EXP2_FMA_EVERY > 0:
-        p = _exp2_split(s * qk_scale - m_ref[:, None], EXP2_FMA_EVERY)
-    else:
-        p = gl.exp2(s * qk_scale - m_ref[:, None])
+    p = gl.exp2(s * qk_scale - m_ref[:, None])
     alpha = gl.exp2(m_i - m_ref)
     l_new = l_i * alpha + gl.sum(p, 1)
     return p, alpha, m_new, l_new
 
 
-# FP8: every EXP2_FMA_EVERY-th score's exp2 by a polynomial on the FMA pipe instead of
-# the MUFU unit (FlashAttention-4's trick; 0 = off). P is rounded to e4m3 (3 mantissa
-# bits) anyway, so a degree-2 polynomial (0.24% max relative error) is enough.
-EXP2_FMA_EVERY = gl.constexpr(0)
-
-
-@gluon.jit
-def _exp2_fma(x):
-    """2^x for x <= 0 without MUFU: x = j + f (j integer, |f| <= 1/2, rounded by adding
-    1.5 * 2^23), 2^f by a degree-2 polynomial, 2^j added to its exponent bits."""
-    x = gl.maximum(x, -125.0)  # -inf (masked) -> ~0; keeps the exponent add in range
-    t = x + 12582912.0
-    f = x - (t - 12582912.0)
-    p = 0.99992444 + f * (0.70360991 + f * 0.24264069)
-    bits = p.to(gl.int32, bitcast=True) + (t.to(gl.int32, bitcast=True) << 23)
-    return bits.to(gl.float32, bitcast=True)
-
-
-@gluon.jit
-def _exp2_split(x, EVERY: gl.constexpr):
-    """exp2 of a score tile with every EVERY-th (2 or 4) column on the FMA pipe. The
-    columns are split along key bits that wgmma's layout keeps in one thread's
-    registers (bit 0, then the top bit), so the splits and joins move no data."""
-    ROWS: gl.constexpr = x.shape[0]
-    N: gl.constexpr = x.shape[1]
-    out_layout: gl.constexpr = x.type.layout
-    a, b = gl.split(gl.reshape(x, [ROWS, N // 2, 2]))  # even / odd keys
-    if EVERY == 2:
-        b = _exp2_fma(b)
-    else:
-        b0, b1 = gl.split(gl.permute(gl.reshape(b, [ROWS, 2, N // 4]), [0, 2, 1]))
-        b = gl.reshape(gl.permute(gl.join(gl.exp2(b0), _exp2_fma(b1)), [0, 2, 1]),
-                       [ROWS, N // 2])
-        b = gl.convert_layout(b, a.type.layout)  # the same registers
-    p = gl.reshape(gl.join(gl.exp2(a), b), [ROWS, N])
-    return gl.convert_layout(p, out_layout)  # the same registers
-
-
 @gluon.jit
 def _softmax_tile(s, m_i, l_i, rows, j, n_full, qk_scale, seqlen_k, diag,
-                  BLOCK_N: gl.constexpr, s_layout: gl.constexpr, IS_FP8: gl.constexpr):
+                  BLOCK_N: gl.constexpr, s_layout: gl.constexpr):
     """`_softmax_step` of key tile j, with the mask only where the tile needs one."""
     if j >= n_full:
         p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, rows, j * BLOCK_N, qk_scale, seqlen_k,
-                                           diag, BLOCK_N, True, s_layout, IS_FP8)
+                                           diag, BLOCK_N, True, s_layout)
     else:
         p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, rows, j * BLOCK_N, qk_scale, seqlen_k,
-                                           diag, BLOCK_N, False, s_layout, IS_FP8)
+                                           diag, BLOCK_N, False, s_layout)
     return p, alpha, m_i, l_i
 
 
@@ -172,7 +130,7 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, full, empty, Lse, w
                           use_acc=False, is_async=True)
         s = warpgroup_mma_wait(0, deps=[s])
         p, alpha, m_i, l_i = _softmax_tile(s, m_i, l_i, rows, 0, n_full, qk_scale, seqlen_k,
-                                           diag, BLOCK_N, s_layout, IS_FP8)
+                                           diag, BLOCK_N, s_layout)
         for j in range(1, n_tiles):
             slot = j % STAGES
             prev = (j - 1) % STAGES
@@ -184,7 +142,7 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, full, empty, Lse, w
                                 acc, is_async=True)
             s = warpgroup_mma_wait(1, deps=[s])  # S_j is ready; P.V may still run
             p, alpha, m_i, l_i = _softmax_tile(s, m_i, l_i, rows, j, n_full, qk_scale,
-                                               seqlen_k, diag, BLOCK_N, s_layout, IS_FP8)
+                                               seqlen_k, diag, BLOCK_N, s_layout)
             acc = _wait_pv(acc, pv, IS_FP8)
             mbarrier.arrive(empty.index(prev), count=1)  # this warpgroup is done with it
             acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
