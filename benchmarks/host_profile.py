@@ -1,6 +1,8 @@
 """Where the host time of a tiny call goes, on the GPU machine: cProfile of 500 calls of a
-decode step (flash_attn_with_kvcache, B = 1, 1k cache) and of a prefill call
-(flash_attn_func, (1, 128, 2, 64), no_grad), top functions by own time.
+decode step (flash_attn_with_kvcache, B = 1, 1k cache), of a prefill call
+(flash_attn_func, (1, 128, 2, 64), no_grad), and of a forward recording autograd on
+(8, 1024, 16, 128) causal (the suite's 1k shape at half the batch: TMA descriptors),
+top functions by own time.
 
     python3 benchmarks/host_profile.py [--out DIR]
 """
@@ -52,6 +54,9 @@ def main():
                                                                     cache_seqlens=lens),
                 args.out)
         profile("prefill", lambda: flashtile.flash_attn_func(q, k, v, causal=True), args.out)
+    qg, kg, vg = (torch.randn(8, 1024, 16, 128, requires_grad=True, **dev) for _ in range(3))
+    profile("forward_grad", lambda: flashtile.flash_attn_func(qg, kg, vg, causal=True),
+            args.out)
 
 
 if __name__ == "__main__":
