@@ -39,19 +39,16 @@ from .hopper_common import dense_call_ok, descriptor
 @gluon.jit
 def _loader(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, full, empty, b, h, hk,
             m0, n_tiles):
-    """Producer warp: Q's row blocks (one per consumer warpgroup) once, then K / V tiles
-    into the ring. A slot is reused once every consumer arrived on its `empty` barrier.
-    (Partitions get their compile-time sizes from the buffers' shapes: Triton 3.6
-    passes only values.)"""
-    NUM_WG: gl.constexpr = q_smem.shape[0]
+    """Producer warp: Q's two halves once, then K / V tiles into the ring. A slot is
+    reused once both consumers arrived on its `empty` barrier. (Partitions get their
+    compile-time sizes from the buffers' shapes: Triton 3.6 passes only values.)"""
     STAGES: gl.constexpr = k_smem.shape[0]
     BLOCK_N: gl.constexpr = k_smem.shape[2]
     V_T: gl.constexpr = q_smem.dtype.is_fp8()
-    ROWS: gl.constexpr = q_desc.block_type.shape[1]
-    mbarrier.expect(q_bar, NUM_WG * q_desc.block_type.nbytes)
-    for w in gl.static_range(NUM_WG):
-        tma.async_copy_global_to_shared(q_desc, [b, m0 + w * ROWS, h, 0], q_bar,
-                                        q_smem.index(w))
+    half: gl.constexpr = q_desc.block_type.shape[1]
+    mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(q_desc, [b, m0, h, 0], q_bar, q_smem.index(0))
+    tma.async_copy_global_to_shared(q_desc, [b, m0 + half, h, 0], q_bar, q_smem.index(1))
     for j in range(n_tiles):
         slot = j % STAGES
         mbarrier.wait(empty.index(slot), ((j // STAGES) & 1) ^ 1, pred=j >= STAGES)
@@ -100,7 +97,7 @@ def _softmax_tile(s, m_i, l_i, rows, j, n_full, qk_scale, seqlen_k, diag,
 def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, full, empty, Lse, wg, b, h,
               m0, n_tiles, n_full, diag, seqlen_q, seqlen_k, qk_scale, out_scale, stride_lb,
               stride_lh):
-    """One warpgroup: 64 query rows (block `wg` of the CTA's rows), start to finish.
+    """One warpgroup: 64 query rows (half `wg` of the CTA's block), start to finish.
     Query i sees keys <= i + diag (causal; diag = seqlen_k otherwise)."""
     dtype: gl.constexpr = q_smem.dtype
     IS_FP8: gl.constexpr = dtype.is_fp8()
@@ -175,9 +172,9 @@ def _fwd_kernel(q_desc, k_desc, v_desc, o_desc, Lse, Descale, stride_lb, stride_
                 stride_desc, num_heads, kv_group, seqlen_q, seqlen_k, qk_scale,
                 HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
                 CAUSAL: gl.constexpr, IS_FP8: gl.constexpr, LONGEST_FIRST: gl.constexpr,
-                CONSUMER_REGS: gl.constexpr, LOADER_REGS: gl.constexpr, NUM_WG: gl.constexpr):
-    """One CTA = NUM_WG * 64 query rows of one (batch, head): a producer warp and NUM_WG
-    (2 or 3) consumer warpgroups (this kernel's 4 warps and 4-warp workers)."""
+                CONSUMER_REGS: gl.constexpr, LOADER_REGS: gl.constexpr):
+    """One CTA = 2 * 64 query rows of one (batch, head): a producer warp and two
+    consumer warpgroups (this kernel's 4 warps and a 4-warp worker)."""
     dtype: gl.constexpr = q_desc.dtype
     ROWS: gl.constexpr = q_desc.block_type.shape[1]
     pid_m = gl.program_id(0)
@@ -187,12 +184,12 @@ def _fwd_kernel(q_desc, k_desc, v_desc, o_desc, Lse, Descale, stride_lb, stride_
     b = bh // num_heads
     h = bh % num_heads
     hk = h // kv_group  # GQA: consecutive query heads share one KV head
-    m0 = pid_m * NUM_WG * ROWS
+    m0 = pid_m * 2 * ROWS
 
     # Key tiles these rows see: [0, n_tiles); from n_full on they need a mask.
     if CAUSAL:  # query i sees keys <= i + diag
         diag = seqlen_k - seqlen_q
-        n_end = gl.minimum(seqlen_k, gl.maximum(m0 + NUM_WG * ROWS + diag, 0))
+        n_end = gl.minimum(seqlen_k, gl.maximum(m0 + 2 * ROWS + diag, 0))
         n_full = gl.minimum(gl.maximum(m0 + diag + 1, 0) // BLOCK_N, seqlen_k // BLOCK_N)
     else:
         diag = seqlen_k
@@ -206,8 +203,7 @@ def _fwd_kernel(q_desc, k_desc, v_desc, o_desc, Lse, Descale, stride_lb, stride_
         qk_scale = qk_scale * gl.load(dbase) * gl.load(dbase + stride_desc)
         out_scale = gl.load(dbase + 2 * stride_desc)
 
-    q_smem = gl.allocate_shared_memory(dtype, [NUM_WG] + q_desc.block_type.shape,
-                                       q_desc.layout)
+    q_smem = gl.allocate_shared_memory(dtype, [2] + q_desc.block_type.shape, q_desc.layout)
     k_smem = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape,
                                        k_desc.layout)
     v_smem = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape,
@@ -215,7 +211,7 @@ def _fwd_kernel(q_desc, k_desc, v_desc, o_desc, Lse, Descale, stride_lb, stride_
     if o_desc.dtype == dtype:  # O's staging reuses Q's tiles: room for a third K/V slot
         o_smem = q_smem
     else:  # FP8 in, bf16 out
-        o_smem = gl.allocate_shared_memory(o_desc.dtype, [NUM_WG] + o_desc.block_type.shape,
+        o_smem = gl.allocate_shared_memory(o_desc.dtype, [2] + o_desc.block_type.shape,
                                            o_desc.layout)
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -223,26 +219,17 @@ def _fwd_kernel(q_desc, k_desc, v_desc, o_desc, Lse, Descale, stride_lb, stride_
     mbarrier.init(q_bar, count=1)
     for i in gl.static_range(STAGES):
         mbarrier.init(full.index(i), count=1)
-        mbarrier.init(empty.index(i), count=NUM_WG)  # one arrive per consumer warpgroup
+        mbarrier.init(empty.index(i), count=2)  # one arrive per consumer warpgroup
 
     consumer_args = (o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, full, empty, Lse)
     tail = (b, h, m0, n_tiles, n_full, diag, seqlen_q, seqlen_k, qk_scale, out_scale,
             stride_lb, stride_lh)
-    loader_args = (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, full, empty, b, h,
-                   hk, m0, n_tiles)
-    if NUM_WG == 3:
-        gl.warp_specialize([
-            (_consumer, consumer_args + (gl.to_tensor(0), ) + tail),
-            (_consumer, consumer_args + (gl.to_tensor(1), ) + tail),
-            (_consumer, consumer_args + (gl.to_tensor(2), ) + tail),
-            (_loader, loader_args),
-        ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, LOADER_REGS])
-    else:
-        gl.warp_specialize([
-            (_consumer, consumer_args + (gl.to_tensor(0), ) + tail),
-            (_consumer, consumer_args + (gl.to_tensor(1), ) + tail),
-            (_loader, loader_args),
-        ], [4, 1], [CONSUMER_REGS, LOADER_REGS])
+    gl.warp_specialize([
+        (_consumer, consumer_args + (gl.to_tensor(0), ) + tail),
+        (_consumer, consumer_args + (gl.to_tensor(1), ) + tail),
+        (_loader, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, full, empty, b, h,
+                   hk, m0, n_tiles)),
+    ], [4, 1], [CONSUMER_REGS, LOADER_REGS])
 
 
 @gluon.jit
@@ -337,8 +324,7 @@ def attention_forward(q, k, v, out, lse, *, softmax_scale: float, causal: bool,
     fp32 (3, B, Hk); V is transposed here, keys in `_p_operand`'s order."""
     batch, seqlen_q, num_heads, head_dim = q.shape
     seqlen_k, kv_heads = k.shape[1], k.shape[2]
-    block_n, stages, consumer_regs, loader_regs, *wgs = CONFIGS[_row(q.dtype, head_dim)]
-    num_wg = wgs[0] if wgs else 2
+    block_n, stages, consumer_regs, loader_regs = CONFIGS[_row(q.dtype, head_dim)]
     is_fp8 = q.dtype == torch.float8_e4m3fn
     q_desc = descriptor(q, [1, ROWS, 1, head_dim])
     k_desc = descriptor(k, [1, block_n, 1, head_dim])
@@ -347,11 +333,11 @@ def attention_forward(q, k, v, out, lse, *, softmax_scale: float, causal: bool,
     else:
         v_desc = descriptor(v, [1, block_n, 1, head_dim])
     o_desc = descriptor(out, [1, ROWS, 1, head_dim])
-    grid = (-(-seqlen_q // (num_wg * ROWS)), *batch_head_grid(batch, num_heads))
+    grid = (-(-seqlen_q // (2 * ROWS)), *batch_head_grid(batch, num_heads))
     _fwd_kernel[grid](
         q_desc, k_desc, v_desc, o_desc, lse, descale if is_fp8 else lse,
         lse.stride(0), lse.stride(1), batch * kv_heads, num_heads, num_heads // kv_heads,
         seqlen_q, seqlen_k, softmax_scale * LOG2E,
         HEAD_DIM=head_dim, BLOCK_N=block_n, STAGES=stages, CAUSAL=causal, IS_FP8=is_fp8,
         LONGEST_FIRST=causal, CONSUMER_REGS=consumer_regs, LOADER_REGS=loader_regs,
-        NUM_WG=num_wg, num_warps=4)
+        num_warps=4)
