@@ -25,16 +25,21 @@ from flashtile.kernels import forward, forward_hopper
 E4M3 = torch.float8_e4m3fn
 
 
+def call_flashtile(q, k, v, causal, fp8: bool):
+    """flash_attn_func; FP8 inputs with unit descales (also used by gluon_fwd_versions.py)."""
+    if not fp8:
+        return flashtile.flash_attn_func(q, k, v, causal=causal)
+    ones = torch.ones(q.shape[0], k.shape[2], device=q.device)
+    return flashtile.flash_attn_func(q, k, v, causal=causal, q_descale=ones, k_descale=ones,
+                                     v_descale=ones)
+
+
 def _flashtile(use_gluon: bool, fp8: bool):
     def run(q, k, v, causal):
         forward.USE_HOPPER_KERNEL = use_gluon
         forward_hopper.ENABLED = set(forward_hopper.CONFIGS)  # FP8 rows too
         forward_hopper.MIN_FLOPS = 0.0  # and every size
-        if not fp8:
-            return flashtile.flash_attn_func(q, k, v, causal=causal)
-        ones = torch.ones(q.shape[0], k.shape[2], device=q.device)
-        return flashtile.flash_attn_func(q, k, v, causal=causal, q_descale=ones,
-                                         k_descale=ones, v_descale=ones)
+        return call_flashtile(q, k, v, causal, fp8)
     return run
 
 

@@ -24,10 +24,10 @@ import tempfile
 
 import torch
 
-import flashtile
 from flashtile import bench
 from flashtile.kernels import forward, forward_hopper
-from module_copies import load_copy  # (this script's folder is on sys.path when it runs)
+from gluon_ab import call_flashtile  # (this script's folder is on sys.path when it runs)
+from module_copies import load_copy
 
 
 def _version(spec: str, folder: str, row: tuple[str, int]):
@@ -52,11 +52,7 @@ def _run(mod, fp8: bool):
         forward.forward_hopper = mod if mod not in (None, "default") else forward_hopper
         if mod not in (None, "default"):
             mod.ENABLED, mod.MIN_FLOPS = set(mod.CONFIGS), 0.0
-        if not fp8:
-            return flashtile.flash_attn_func(q, k, v, causal=causal)
-        ones = torch.ones(q.shape[0], k.shape[2], device=q.device)
-        return flashtile.flash_attn_func(q, k, v, causal=causal, q_descale=ones,
-                                         k_descale=ones, v_descale=ones)
+        return call_flashtile(q, k, v, causal, fp8)
     return call
 
 

@@ -42,18 +42,29 @@ def direct(label, quiet=False):
     print(f"{label:46s} {FLOPS / ms / 1e9:5.0f} TFLOP/s ({ms:.3f} ms)", flush=True)
 
 
-def host_us(label):
-    sets = bench.make_inputs(B, S, H, D, torch.bfloat16, "cuda")
-    q, k, v, _ = sets[0]
-    for _ in range(5):
-        flashtile.flash_attn_func(q, k, v, causal=True)
+def _warm_call():
+    """A no-argument d128 1k causal forward (autograd on), warmed up."""
+    q, k, v, _ = bench.make_inputs(B, S, H, D, torch.bfloat16, "cuda")[0]
+    call = lambda: flashtile.flash_attn_func(q, k, v, causal=True)  # noqa: E731
+    for _ in range(10):
+        call()
     torch.cuda.synchronize()
+    return call
+
+
+def host_us(label, n=50):
+    """Host (enqueue) and wall time per call, and the CUDA segments (cudaMalloc) added."""
+    call = _warm_call()
+    seg0 = torch.cuda.memory_stats().get("segment.all.allocated", 0)
     t = time.perf_counter()
-    for _ in range(50):
-        flashtile.flash_attn_func(q, k, v, causal=True)
-    host = (time.perf_counter() - t) / 50 * 1e6
+    for _ in range(n):
+        call()
+    host = (time.perf_counter() - t) / n * 1e6
     torch.cuda.synchronize()
-    print(f"{label:46s} host {host:.0f} us per call (enqueue)", flush=True)
+    wall = (time.perf_counter() - t) / n * 1e6
+    seg = torch.cuda.memory_stats().get("segment.all.allocated", 0) - seg0
+    print(f"{label:46s} host {host:4.0f} us, wall {wall:4.0f} us per call, "
+          f"{seg} new segments", flush=True)
 
 
 def main():
@@ -76,23 +87,16 @@ def main():
     host_us("cache dir restored")
 
 
-if __name__ == "__main__" and len(sys.argv) == 1:
-    main()
-
-
 def profile_state(label, n=300):
     """cProfile of n forward calls (d128 1k causal, autograd on): top functions by own time."""
     import cProfile
     import io
     import pstats
-    q, k, v, _ = bench.make_inputs(B, S, H, D, torch.bfloat16, "cuda")[0]
-    for _ in range(10):
-        flashtile.flash_attn_func(q, k, v, causal=True)
-    torch.cuda.synchronize()
+    call = _warm_call()
     prof = cProfile.Profile()
     prof.enable()
     for _ in range(n):
-        flashtile.flash_attn_func(q, k, v, causal=True)
+        call()
     prof.disable()
     torch.cuda.synchronize()
     text = io.StringIO()
@@ -113,44 +117,22 @@ def profile_main():
     profile_state("after the suite's first calls")
 
 
-if __name__ == "__main__" and "--profile" in sys.argv:
-    profile_main()
-
-
-def alloc_state(label, n=50):
-    """Host time per call and CUDA segments (cudaMalloc) the calls add."""
-    q, k, v, _ = bench.make_inputs(B, S, H, D, torch.bfloat16, "cuda")[0]
-    for _ in range(5):
-        flashtile.flash_attn_func(q, k, v, causal=True)
-    torch.cuda.synchronize()
-    seg0 = torch.cuda.memory_stats().get("segment.all.allocated", 0)
-    t = time.perf_counter()
-    for _ in range(n):
-        flashtile.flash_attn_func(q, k, v, causal=True)
-    host = (time.perf_counter() - t) / n * 1e6
-    torch.cuda.synchronize()
-    wall = (time.perf_counter() - t) / n * 1e6
-    seg = torch.cuda.memory_stats().get("segment.all.allocated", 0) - seg0
-    print(f"{label:40s} host {host:4.0f} us, wall {wall:4.0f} us per call, "
-          f"{seg} new segments", flush=True)
-
-
 def alloc_main():
     print(torch.cuda.get_device_name())
-    alloc_state("fresh process")
-    alloc_state("fresh process, again")
+    host_us("fresh process")
+    host_us("fresh process, again")
     x = torch.empty(2 * 2**30, dtype=torch.uint8, device="cuda")
     del x
-    alloc_state("after a 2 GiB allocation was freed")
+    host_us("after a 2 GiB allocation was freed")
     sets = bench.make_inputs(B, S, H, D, torch.bfloat16, "cuda")
     q, k, v, do = sets[0]
     torch.autograd.grad(flashtile.flash_attn_func(q, k, v, causal=True), (q, k, v), do)
-    alloc_state("after one backward")
+    host_us("after one backward")
     with suite._fresh_triton_cache(True):
         for d in (64, 256):
             bench.first_call(method, d, S, True, torch.bfloat16, "cuda", B, 2048 // d)
-    alloc_state("after first calls at d64 / d256")
+    host_us("after first calls at d64 / d256")
 
 
-if __name__ == "__main__" and "--alloc" in sys.argv:
-    alloc_main()
+if __name__ == "__main__":
+    {"--profile": profile_main, "--alloc": alloc_main}.get(sys.argv[-1], main)()
