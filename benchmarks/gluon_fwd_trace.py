@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import tempfile
 
 import torch
@@ -45,38 +46,34 @@ def _stamp(Trace, wg, j, k, t, on):
 @gluon.jit
 def _consumer('''
 
-_LOOP = "        for j in range(1, n_tiles):\n            slot = j % STAGES"
-_ISSUED = ("                                acc, is_async=True)\n"
-           "            s = warpgroup_mma_wait(1, deps=[s])  # S_j is ready; P.V may still run\n")
-_SOFTMAX = ("                                               seqlen_k, diag, BLOCK_N, s_layout)\n"
-            "            acc = _wait_pv(acc, pv, IS_FP8)\n")
-EDITS = [  # (old, new) in forward_hopper.py's source, each exactly once
-    ("@gluon.jit\ndef _consumer(", CLOCK[2:]),
-    ("stride_lb,\n              stride_lh):\n    \"\"\"One warpgroup",
-     "stride_lb,\n              stride_lh, Trace):\n    \"\"\"One warpgroup"),
-    (_LOOP, "        on = (m0 == 0) & (b == 0) & (h == 0)\n" + _LOOP.replace(
-        "\n", "\n            _stamp(Trace, wg, j, 0, _clock(j), on)\n", 1)),
-    (_ISSUED, _ISSUED.replace(
-        "            s = ", "            _stamp(Trace, wg, j, 1, _clock(j), on)\n            s = ")
-     + "            _stamp(Trace, wg, j, 2, _clock(j), on)\n"),
-    (_SOFTMAX, _SOFTMAX.replace(
-        "            acc = ",
-        "            gl.store(Trace + ((wg * MAX_J + j) * STAMPS + 3) + rows * 0, _clock(l_i),\n"
-        "                     mask=on & (j < MAX_J) & (rows == r0))\n            acc = ")
-     + "            _stamp(Trace, wg, j, 4, _clock(j), on)\n"),
-    ("stride_lb, stride_lh)\n    gl.warp_specialize",
-     "stride_lb, stride_lh, Trace)\n    gl.warp_specialize"),
-    ("seqlen_q, seqlen_k, qk_scale,\n                HEAD_DIM",
+_STAMP = "            _stamp(Trace, wg, j, {}, _clock(j), on)\n"
+_S_WAIT = "            s = warpgroup_mma_wait(1, deps=[s])  # S_j is ready; P.V may still run\n"
+_PV_WAIT = "            acc = _wait_pv(acc, pv, IS_FP8)\n"
+# (regex, replacement) on forward_hopper.py's source, each matching exactly once; anchors
+# chosen to fit this kernel's variants too (e.g. bdd6243's ping-pong version)
+EDITS = [
+    (r"@gluon.jit\ndef _consumer\(", CLOCK[2:].replace("\\", "\\\\")),
+    (r"\):\n(    \"\"\"One warpgroup: 64 query rows)", r", Trace):\n\1"),
+    (r"(        for j in range\(1, n_tiles\):\n)",
+     "        on = (m0 == 0) & (b == 0) & (h == 0)\n\\1" + _STAMP.format(0)),
+    (re.escape(_S_WAIT), _STAMP.format(1) + _S_WAIT + _STAMP.format(2)),
+    (re.escape(_PV_WAIT),
+     "            gl.store(Trace + ((wg * MAX_J + j) * STAMPS + 3) + rows * 0, _clock(l_i),\n"
+     "                     mask=on & (j < MAX_J) & (rows == r0))\n" + _PV_WAIT
+     + _STAMP.format(4)),
+    (r"(stride_lb, stride_lh(, gl.to_tensor\(PINGPONG\))?)\)\n    gl.warp_specialize",
+     r"\1, Trace)\n    gl.warp_specialize"),
+    (r"seqlen_q, seqlen_k, qk_scale,\n                HEAD_DIM",
      "seqlen_q, seqlen_k, qk_scale, Trace,\n                HEAD_DIM"),
-    ("        seqlen_q, seqlen_k, softmax_scale * LOG2E,\n",
+    (r"        seqlen_q, seqlen_k, softmax_scale \* LOG2E,\n",
      "        seqlen_q, seqlen_k, softmax_scale * LOG2E, TRACE,\n"),
 ]
 
 
 def _edit(src: str) -> str:
-    for old, new in EDITS:
-        assert src.count(old) == 1, old
-        src = src.replace(old, new)
+    for pattern, repl in EDITS:
+        src, n = re.subn(pattern, repl, src)
+        assert n == 1, (pattern, n)
     return src.replace("ROWS = 64  # query rows", f"STAMPS = gl.constexpr({STAMPS})\n"
                        f"MAX_J = gl.constexpr({MAX_J})\nTRACE = None\nROWS = 64  # query rows")
 
@@ -89,10 +86,13 @@ def main():
     ap.add_argument("--module", default=forward_hopper.__file__,
                     help="another version of forward_hopper.py to trace")
     ap.add_argument("--tag", default="", help="suffix of the JSON's name")
+    ap.add_argument("--pp", action="store_true", help="the module's ping-pong on (PINGPONG)")
     args = ap.parse_args()
     mod = load_copy(args.module, "fwd_hopper_trace", tempfile.mkdtemp(), _edit)
     mod.TRACE = torch.zeros(2 * MAX_J * STAMPS, dtype=torch.int64, device="cuda")
     mod.ENABLED, mod.MIN_FLOPS = set(mod.CONFIGS), 0.0
+    if args.pp:
+        mod.PINGPONG = set(mod.CONFIGS)
     forward.USE_HOPPER_KERNEL, forward.forward_hopper = True, mod
     s, d = args.seqlen, 128
     q, k, v = bench.make_inputs(16384 // s, s, 2048 // d, d, torch.bfloat16, "cuda")[0][:3]
