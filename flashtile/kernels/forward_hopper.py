@@ -37,21 +37,14 @@ from .hopper_common import dense_call_ok, descriptor
 
 
 @gluon.jit
-def _loader(q_desc, k_desc, v_desc, k2_desc, v2_desc, q_smem, k_smem, v_smem, k2_smem,
-            v2_smem, q_bar, full, empty, b, h, hk, m0, n_tiles):
+def _loader(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, full, empty, b, h, hk,
+            m0, n_tiles):
     """Producer warp: Q's two halves once, then K / V tiles into the ring. A slot is
     reused once both consumers arrived on its `empty` barrier. (Partitions get their
-    compile-time sizes from the buffers' shapes: Triton 3.6 passes only values.)
-    A key tile of a size that is not a power of two comes in two parts (k / v, then
-    k2 / v2: `_consumer_split`); otherwise k2 / v2 are k / v and unused."""
+    compile-time sizes from the buffers' shapes: Triton 3.6 passes only values.)"""
     STAGES: gl.constexpr = k_smem.shape[0]
-    N_A: gl.constexpr = k_smem.shape[2]
-    SPLIT: gl.constexpr = k2_smem.shape[2] < N_A
-    BLOCK_N: gl.constexpr = N_A + k2_smem.shape[2] if SPLIT else N_A
+    BLOCK_N: gl.constexpr = k_smem.shape[2]
     V_T: gl.constexpr = q_smem.dtype.is_fp8()
-    NBYTES: gl.constexpr = (k_desc.block_type.nbytes + v_desc.block_type.nbytes
-                            + (k2_desc.block_type.nbytes + v2_desc.block_type.nbytes
-                               if SPLIT else 0))
     half: gl.constexpr = q_desc.block_type.shape[1]
     mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)
     tma.async_copy_global_to_shared(q_desc, [b, m0, h, 0], q_bar, q_smem.index(0))
@@ -60,21 +53,14 @@ def _loader(q_desc, k_desc, v_desc, k2_desc, v2_desc, q_smem, k_smem, v_smem, k2
         slot = j % STAGES
         mbarrier.wait(empty.index(slot), ((j // STAGES) & 1) ^ 1, pred=j >= STAGES)
         bar = full.index(slot)
-        mbarrier.expect(bar, NBYTES)
-        _load_kv(k_desc, v_desc, k_smem, v_smem, bar, slot, b, hk, j * BLOCK_N, V_T)
-        if SPLIT:
-            _load_kv(k2_desc, v2_desc, k2_smem, v2_smem, bar, slot, b, hk, j * BLOCK_N + N_A,
-                     V_T)
-
-
-@gluon.jit
-def _load_kv(k_desc, v_desc, k_smem, v_smem, bar, slot, b, hk, n, V_T: gl.constexpr):
-    """K and V rows n.. of one KV head into ring slot `slot`, completing on `bar`."""
-    tma.async_copy_global_to_shared(k_desc, [b, n, hk, 0], bar, k_smem.index(slot))
-    if V_T:  # (B, Hk, D, S) copy of V: keys contiguous, as FP8 P.V needs
-        tma.async_copy_global_to_shared(v_desc, [b, hk, 0, n], bar, v_smem.index(slot))
-    else:
-        tma.async_copy_global_to_shared(v_desc, [b, n, hk, 0], bar, v_smem.index(slot))
+        mbarrier.expect(bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(k_desc, [b, j * BLOCK_N, hk, 0], bar, k_smem.index(slot))
+        if V_T:  # (B, Hk, D, S) copy of V: keys contiguous, as FP8 P.V needs
+            tma.async_copy_global_to_shared(v_desc, [b, hk, 0, j * BLOCK_N], bar,
+                                            v_smem.index(slot))
+        else:
+            tma.async_copy_global_to_shared(v_desc, [b, j * BLOCK_N, hk, 0], bar,
+                                            v_smem.index(slot))
 
 
 @gluon.jit
@@ -82,58 +68,16 @@ def _softmax_step(s, m_i, l_i, rows, n, qk_scale, seqlen_k, diag,
                   BLOCK_N: gl.constexpr, MASKED: gl.constexpr, s_layout: gl.constexpr):
     """Online softmax over one score tile s = Q K^T (raw, unscaled; qk_scale > 0 folds
     softmax_scale * log2(e)): returns (P, alpha, m_new, l_new) in base 2."""
-    if MASKED:
-        s = _masked(s, n, rows, seqlen_k, diag)
+    if MASKED:  # past the keys' end, or above the diagonal (query i sees keys <= i + diag)
+        cols = n + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+        visible = (cols[None, :] < seqlen_k) & (cols[None, :] <= rows[:, None] + diag)
+        s = gl.where(visible, s, float("-inf"))
     m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
     m_ref = gl.where(m_new == float("-inf"), 0.0, m_new)  # all-masked rows stay at 0
     p = gl.exp2(s * qk_scale - m_ref[:, None])
     alpha = gl.exp2(m_i - m_ref)
     l_new = l_i * alpha + gl.sum(p, 1)
     return p, alpha, m_new, l_new
-
-
-@gluon.jit
-def _masked(s, n, rows, seqlen_k, diag):
-    """s (key n in column 0) with keys past the end, or above the diagonal (query i sees
-    keys <= i + diag), set to -inf."""
-    layout: gl.constexpr = s.type.layout
-    cols = n + gl.arange(0, s.shape[1], layout=gl.SliceLayout(0, layout))
-    rows = gl.convert_layout(rows, gl.SliceLayout(1, layout))  # (the same rows per thread)
-    visible = (cols[None, :] < seqlen_k) & (cols[None, :] <= rows[:, None] + diag)
-    return gl.where(visible, s, float("-inf"))
-
-
-@gluon.jit
-def _softmax_step2(s_a, s_b, m_i, l_i, rows, n, qk_scale, seqlen_k, diag,
-                   MASKED: gl.constexpr):
-    """`_softmax_step` over one key tile held as two score tensors (keys n.. in s_a, the
-    next s_b.shape[1] in s_b). Returns (P_a, P_b, alpha, m_new, l_new)."""
-    row_layout: gl.constexpr = m_i.type.layout
-    row_b: gl.constexpr = gl.SliceLayout(1, s_b.type.layout)
-    if MASKED:
-        s_a = _masked(s_a, n, rows, seqlen_k, diag)
-        s_b = _masked(s_b, n + s_a.shape[1], rows, seqlen_k, diag)
-    row_max = gl.maximum(gl.max(s_a, 1), gl.convert_layout(gl.max(s_b, 1), row_layout))
-    m_new = gl.maximum(m_i, row_max * qk_scale)
-    m_ref = gl.where(m_new == float("-inf"), 0.0, m_new)  # all-masked rows stay at 0
-    p_a = gl.exp2(s_a * qk_scale - m_ref[:, None])
-    p_b = gl.exp2(s_b * qk_scale - gl.convert_layout(m_ref, row_b)[:, None])
-    alpha = gl.exp2(m_i - m_ref)
-    l_new = l_i * alpha + gl.sum(p_a, 1) + gl.convert_layout(gl.sum(p_b, 1), row_layout)
-    return p_a, p_b, alpha, m_new, l_new
-
-
-@gluon.jit
-def _softmax_tile2(s_a, s_b, m_i, l_i, rows, j, n_full, qk_scale, seqlen_k, diag,
-                   BLOCK_N: gl.constexpr):
-    """`_softmax_step2` of key tile j, with the mask only where the tile needs one."""
-    if j >= n_full:
-        p_a, p_b, alpha, m_i, l_i = _softmax_step2(s_a, s_b, m_i, l_i, rows, j * BLOCK_N,
-                                                   qk_scale, seqlen_k, diag, True)
-    else:
-        p_a, p_b, alpha, m_i, l_i = _softmax_step2(s_a, s_b, m_i, l_i, rows, j * BLOCK_N,
-                                                   qk_scale, seqlen_k, diag, False)
-    return p_a, p_b, alpha, m_i, l_i
 
 
 @gluon.jit
@@ -209,117 +153,18 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, full, empty, Lse, w
                             acc, is_async=True)
         acc = _wait_pv(acc, pv, IS_FP8)
 
-    _epilogue(acc, m_i, l_i, rows, o_desc, o_smem.index(wg), Lse, b, h, r0, seqlen_q,
-              out_scale, stride_lb, stride_lh)
-
-
-@gluon.jit
-def _epilogue(acc, m_i, l_i, rows, o_desc, o_tile, Lse, b, h, r0, seqlen_q, out_scale,
-              stride_lb, stride_lh):
-    """Normalise once (rows that saw no key get out = 0 and LSE = -inf), store the LSE and
-    O (staged in o_tile, copied out by TMA, clipped at S)."""
-    ROWS: gl.constexpr = acc.shape[0]
-    HEAD_DIM: gl.constexpr = acc.shape[1]
+    # Normalise once; rows that saw no key get out = 0 and LSE = -inf.
     empty_row = l_i == 0.0
     inv_l = out_scale / gl.where(empty_row, 1.0, l_i)
-    out = acc * gl.convert_layout(inv_l, gl.SliceLayout(1, acc.type.layout))[:, None]
+    out = acc * gl.convert_layout(inv_l, gl.SliceLayout(1, o_layout))[:, None]
     lse = gl.where(empty_row, float("-inf"),
                    (m_i + gl.log2(gl.where(empty_row, 1.0, l_i))) * LN2)
     gl.store(Lse + b.to(gl.int64) * stride_lb + h * stride_lh + rows, lse, mask=rows < seqlen_q)
+    o_tile = o_smem.index(wg)
     o_tile.reshape([ROWS, HEAD_DIM]).store(out.to(o_desc.dtype))
     fence_async_shared()  # the copy engine reads o_tile next
-    tma.async_copy_shared_to_global(o_desc, [b, r0, h, 0], o_tile)
+    tma.async_copy_shared_to_global(o_desc, [b, r0, h, 0], o_tile)  # clipped at S
     tma.store_wait(0)
-
-
-@gluon.jit
-def _consumer_split(o_desc, q_smem, k_smem, v_smem, k2_smem, v2_smem, o_smem, q_bar, full,
-                    empty, Lse, wg, b, h, m0, n_tiles, n_full, diag, seqlen_q, seqlen_k,
-                    qk_scale, out_scale, stride_lb, stride_lh):
-    """`_consumer` for a key tile of two parts (N_A + N_B keys, e.g. 128 + 64: Gluon's
-    tensors are powers of two): two Q.K^T and two P.V wgmmas per tile, one softmax."""
-    dtype: gl.constexpr = q_smem.dtype
-    IS_FP8: gl.constexpr = dtype.is_fp8()
-    ROWS: gl.constexpr = q_smem.shape[2]
-    HEAD_DIM: gl.constexpr = q_smem.shape[4]
-    STAGES: gl.constexpr = k_smem.shape[0]
-    N_A: gl.constexpr = k_smem.shape[2]
-    N_B: gl.constexpr = k2_smem.shape[2]
-    k_width: gl.constexpr = 256 // dtype.primitive_bitwidth
-    a_layout: gl.constexpr = gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, N_A, k_width])
-    b_layout: gl.constexpr = gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, N_B, k_width])
-    o_layout: gl.constexpr = gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, k_width])
-    p_layout: gl.constexpr = gl.DotOperandLayout(
-        operand_index=0, parent=o_layout, k_width=32 // dtype.primitive_bitwidth)
-    row_layout: gl.constexpr = gl.SliceLayout(1, a_layout)
-
-    r0 = m0 + wg * ROWS
-    rows = r0 + gl.arange(0, ROWS, layout=row_layout)
-    m_i = gl.full([ROWS], float("-inf"), gl.float32, layout=row_layout)
-    l_i = gl.full([ROWS], 0.0, gl.float32, layout=row_layout)
-    acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, layout=o_layout)
-    zero_a = gl.zeros([ROWS, N_A], gl.float32, layout=a_layout)
-    zero_b = gl.zeros([ROWS, N_B], gl.float32, layout=b_layout)
-    q = q_smem.index(wg).reshape([ROWS, HEAD_DIM])
-    mbarrier.wait(q_bar, 0)
-
-    if n_tiles > 0:
-        mbarrier.wait(full.index(0), 0)
-        s_a = warpgroup_mma(q, _kt(k_smem.index(0), N_A, HEAD_DIM), zero_a, use_acc=False,
-                            is_async=True)
-        s_b = warpgroup_mma(q, _kt(k2_smem.index(0), N_B, HEAD_DIM), zero_b, use_acc=False,
-                            is_async=True)
-        s_a, s_b = warpgroup_mma_wait(0, deps=[s_a, s_b])
-        p_a, p_b, alpha, m_i, l_i = _softmax_tile2(s_a, s_b, m_i, l_i, rows, 0, n_full,
-                                                   qk_scale, seqlen_k, diag, N_A + N_B)
-        for j in range(1, n_tiles):
-            slot = j % STAGES
-            prev = (j - 1) % STAGES
-            mbarrier.wait(full.index(slot), (j // STAGES) & 1)
-            pv_a = _p_operand(p_a, dtype, p_layout)
-            pv_b = _p_operand(p_b, dtype, p_layout)
-            s_a = warpgroup_mma(q, _kt(k_smem.index(slot), N_A, HEAD_DIM), zero_a,
-                                use_acc=False, is_async=True)
-            s_b = warpgroup_mma(q, _kt(k2_smem.index(slot), N_B, HEAD_DIM), zero_b,
-                                use_acc=False, is_async=True)
-            acc = _pv_pair(pv_a, pv_b, v_smem.index(prev), v2_smem.index(prev), acc, IS_FP8)
-            s_a, s_b = warpgroup_mma_wait(2, deps=[s_a, s_b])  # the two P.V may still run
-            p_a, p_b, alpha, m_i, l_i = _softmax_tile2(s_a, s_b, m_i, l_i, rows, j, n_full,
-                                                       qk_scale, seqlen_k, diag, N_A + N_B)
-            acc = _wait_pv_pair(acc, pv_a, pv_b, IS_FP8)
-            mbarrier.arrive(empty.index(prev), count=1)
-            acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
-        last = (n_tiles - 1) % STAGES
-        pv_a = _p_operand(p_a, dtype, p_layout)
-        pv_b = _p_operand(p_b, dtype, p_layout)
-        acc = _pv_pair(pv_a, pv_b, v_smem.index(last), v2_smem.index(last), acc, IS_FP8)
-        acc = _wait_pv_pair(acc, pv_a, pv_b, IS_FP8)
-
-    _epilogue(acc, m_i, l_i, rows, o_desc, o_smem.index(wg), Lse, b, h, r0, seqlen_q,
-              out_scale, stride_lb, stride_lh)
-
-
-@gluon.jit
-def _pv_pair(pv_a, pv_b, v_a, v_b, acc, IS_FP8: gl.constexpr):
-    """O += P_a V_a + P_b V_b, issued (two wgmma groups)."""
-    HEAD_DIM: gl.constexpr = acc.shape[1]
-    acc = warpgroup_mma(pv_a, _v_operand(v_a, pv_a.shape[1], HEAD_DIM, IS_FP8), acc,
-                        is_async=True)
-    return warpgroup_mma(pv_b, _v_operand(v_b, pv_b.shape[1], HEAD_DIM, IS_FP8), acc,
-                         is_async=True)
-
-
-@gluon.jit
-def _wait_pv_pair(acc, pv_a, pv_b, IS_FP8: gl.constexpr):
-    """`_wait_pv` for the two P.V wgmmas of a split tile."""
-    if IS_FP8:
-        acc = warpgroup_mma_wait(0, deps=[acc])
-    else:
-        acc, pv_a, pv_b = warpgroup_mma_wait(0, deps=[acc, pv_a, pv_b])
-    return acc
 
 
 @gluon.jit
@@ -327,8 +172,7 @@ def _fwd_kernel(q_desc, k_desc, v_desc, o_desc, Lse, Descale, stride_lb, stride_
                 stride_desc, num_heads, kv_group, seqlen_q, seqlen_k, qk_scale,
                 HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
                 CAUSAL: gl.constexpr, IS_FP8: gl.constexpr, LONGEST_FIRST: gl.constexpr,
-                CONSUMER_REGS: gl.constexpr, LOADER_REGS: gl.constexpr, k2_desc, v2_desc,
-                SPLIT: gl.constexpr):
+                CONSUMER_REGS: gl.constexpr, LOADER_REGS: gl.constexpr):
     """One CTA = 2 * 64 query rows of one (batch, head): a producer warp and two
     consumer warpgroups (this kernel's 4 warps and a 4-warp worker)."""
     dtype: gl.constexpr = q_desc.dtype
@@ -364,13 +208,6 @@ def _fwd_kernel(q_desc, k_desc, v_desc, o_desc, Lse, Descale, stride_lb, stride_
                                        k_desc.layout)
     v_smem = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape,
                                        v_desc.layout)
-    k2_smem = k_smem
-    v2_smem = v_smem
-    if SPLIT:  # the key tile's second part (`_consumer_split`)
-        k2_smem = gl.allocate_shared_memory(dtype, [STAGES] + k2_desc.block_type.shape,
-                                            k2_desc.layout)
-        v2_smem = gl.allocate_shared_memory(dtype, [STAGES] + v2_desc.block_type.shape,
-                                            v2_desc.layout)
     if o_desc.dtype == dtype:  # O's staging reuses Q's tiles: room for a third K/V slot
         o_smem = q_smem
     else:  # FP8 in, bf16 out
@@ -384,25 +221,15 @@ def _fwd_kernel(q_desc, k_desc, v_desc, o_desc, Lse, Descale, stride_lb, stride_
         mbarrier.init(full.index(i), count=1)
         mbarrier.init(empty.index(i), count=2)  # one arrive per consumer warpgroup
 
+    consumer_args = (o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, full, empty, Lse)
     tail = (b, h, m0, n_tiles, n_full, diag, seqlen_q, seqlen_k, qk_scale, out_scale,
             stride_lb, stride_lh)
-    loader_args = (q_desc, k_desc, v_desc, k2_desc, v2_desc, q_smem, k_smem, v_smem, k2_smem,
-                   v2_smem, q_bar, full, empty, b, h, hk, m0, n_tiles)
-    if SPLIT:
-        args = (o_desc, q_smem, k_smem, v_smem, k2_smem, v2_smem, o_smem, q_bar, full, empty,
-                Lse)
-        gl.warp_specialize([
-            (_consumer_split, args + (gl.to_tensor(0), ) + tail),
-            (_consumer_split, args + (gl.to_tensor(1), ) + tail),
-            (_loader, loader_args),
-        ], [4, 1], [CONSUMER_REGS, LOADER_REGS])
-    else:
-        args = (o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, full, empty, Lse)
-        gl.warp_specialize([
-            (_consumer, args + (gl.to_tensor(0), ) + tail),
-            (_consumer, args + (gl.to_tensor(1), ) + tail),
-            (_loader, loader_args),
-        ], [4, 1], [CONSUMER_REGS, LOADER_REGS])
+    gl.warp_specialize([
+        (_consumer, consumer_args + (gl.to_tensor(0), ) + tail),
+        (_consumer, consumer_args + (gl.to_tensor(1), ) + tail),
+        (_loader, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, full, empty, b, h,
+                   hk, m0, n_tiles)),
+    ], [4, 1], [CONSUMER_REGS, LOADER_REGS])
 
 
 @gluon.jit
@@ -500,16 +327,11 @@ def attention_forward(q, k, v, out, lse, *, softmax_scale: float, causal: bool,
     block_n, stages, consumer_regs, loader_regs = CONFIGS[_row(q.dtype, head_dim)]
     is_fp8 = q.dtype == torch.float8_e4m3fn
     q_desc = descriptor(q, [1, ROWS, 1, head_dim])
-    # A key tile that is not a power of two (Gluon tensors are) comes in two parts
-    n_a = 1 << (block_n.bit_length() - 1)
-    n_b = block_n - n_a
-    parts = (n_a, n_b or n_a)  # (the second is unused when n_b is 0)
-    k_desc, k2_desc = (descriptor(k, [1, n, 1, head_dim]) for n in parts)
+    k_desc = descriptor(k, [1, block_n, 1, head_dim])
     if is_fp8:  # (B, Hk, D, S rounded up to 16)
-        vt = transposed_v(v, permute_keys=True)[1]
-        v_desc, v2_desc = (descriptor(vt, [1, 1, head_dim, n]) for n in parts)
+        v_desc = descriptor(transposed_v(v, permute_keys=True)[1], [1, 1, head_dim, block_n])
     else:
-        v_desc, v2_desc = (descriptor(v, [1, n, 1, head_dim]) for n in parts)
+        v_desc = descriptor(v, [1, block_n, 1, head_dim])
     o_desc = descriptor(out, [1, ROWS, 1, head_dim])
     grid = (-(-seqlen_q // (2 * ROWS)), *batch_head_grid(batch, num_heads))
     _fwd_kernel[grid](
@@ -518,4 +340,4 @@ def attention_forward(q, k, v, out, lse, *, softmax_scale: float, causal: bool,
         seqlen_q, seqlen_k, softmax_scale * LOG2E,
         HEAD_DIM=head_dim, BLOCK_N=block_n, STAGES=stages, CAUSAL=causal, IS_FP8=is_fp8,
         LONGEST_FIRST=causal, CONSUMER_REGS=consumer_regs, LOADER_REGS=loader_regs,
-        k2_desc=k2_desc, v2_desc=v2_desc, SPLIT=n_b > 0, num_warps=4)
+        num_warps=4)
