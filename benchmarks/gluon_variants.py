@@ -4,7 +4,8 @@ Triton forward, in one process: 16k tokens, model dim 2048, forward TFLOP/s.
     python3 benchmarks/gluon_variants.py --out "$OUT" --seqlen 16384 \
         --variants 128,2,232,40 128,2,240,24 64,3,232,40
 
-A variant is block_n,stages,consumer_regs,loader_regs[,pingpong (0/1, default 1)].
+A variant is block_n,stages,consumer_regs,loader_regs. (Session 6's ping-pong switch is gone
+with the code it switched; gluon_fwd_versions.py times whole module versions.)
 Writes gluon_variants_d<head dim>.json.
 """
 
@@ -49,7 +50,6 @@ def main():
                 if gluon:
                     fields = [int(x) for x in name.split(",")]
                     forward_hopper.CONFIGS[(dtype, d)] = tuple(fields[:4])
-                    forward_hopper.PINGPONG = bool(fields[4]) if len(fields) > 4 else True
                 fn = gluon_ab._flashtile(gluon, dtype == "fp8")
                 call = bench.rotating(lambda q, k, v, fn=fn: fn(q, k, v, causal), use)
                 with torch.no_grad():  # each variant's output against the Triton kernel's
