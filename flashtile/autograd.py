@@ -146,12 +146,16 @@ _SAVED_TENSORS = ("q", "k", "v", "cu_seqlens_q", "cu_seqlens_k", "alibi_slopes",
 _UNSAVED = ("return_probs", "q_descale", "k_descale", "v_descale")
 
 
+# Positions in the argument list, computed once (this runs on every recorded call).
+_SAVED_AT = tuple(_FORWARD_ARGS.index(name) for name in _SAVED_TENSORS)
+_OPTIONS_AT = tuple((name, i) for i, name in enumerate(_FORWARD_ARGS)
+                    if name not in _SAVED_TENSORS and name not in _UNSAVED)
+
+
 def _setup_context(ctx, inputs, output):
-    args = dict(zip(_FORWARD_ARGS, inputs))
     out, lse, _ = output
-    ctx.save_for_backward(*(args[name] for name in _SAVED_TENSORS), out, lse)
-    ctx.options = {name: args[name] for name in _FORWARD_ARGS
-                   if name not in _SAVED_TENSORS and name not in _UNSAVED}
+    ctx.save_for_backward(*(inputs[i] for i in _SAVED_AT), out, lse)
+    ctx.options = {name: inputs[i] for name, i in _OPTIONS_AT}
     ctx.num_inputs = len(inputs)
 
 
