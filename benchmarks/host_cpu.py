@@ -1,11 +1,14 @@
 """flashtile's own host time per call, on a machine without a GPU: the CUDA dispatch
-(Triton backend, the forward launcher's Python) runs on CPU tensors with the kernel
-launch replaced by a no-op, so only flashtile's Python and torch's autograd remain.
-d128, 16 x 1k tokens, causal, inputs requiring grad (the suite's 1k forward shape).
+(Triton backend, the forward launcher's Python) runs on CPU tensors with the compiled
+kernel's launch replaced by a no-op, so flashtile's Python (its launch cache included)
+and torch's autograd remain.
+d128, 16 x 1k tokens, causal, inputs requiring grad (the suite's 1k forward shape);
+--backward: forward and backward (torch.autograd.grad), 1 x 128 tokens.
 
-    python3 benchmarks/host_cpu.py [--calls 5000] [--profile]
+    python3 benchmarks/host_cpu.py [--calls 5000] [--backward] [--profile]
 
-(Triton's own launch binding is not included: benchmarks/host_profile.py on the GPU.)
+(Triton's own `JITFunction.run`, which the launch cache skips on repeat calls, and the
+C launcher are not included: benchmarks/host_launch.py measures them on the GPU.)
 """
 
 from __future__ import annotations
@@ -15,36 +18,69 @@ import cProfile
 import io
 import pstats
 import time
+from types import SimpleNamespace
 
 import torch
 
 import flashtile
 from flashtile import backend
-from flashtile.kernels import forward
+from flashtile.kernels import backward, forward, launcher
 
 
-class _NoLaunch:
+class _Compiled:
+    """A compiled kernel whose launch does nothing."""
+    function = packed_metadata = "stub"
+
+    def run(self, *args):
+        pass
+
+
+class _Jit:
+    """Stands in for the jitted kernel behind a CachedKernel (first launch only)."""
+    def __init__(self, fn):
+        self.fn = fn
+
     def __getitem__(self, grid):
-        return lambda *args, **kwargs: None
+        return lambda *args, **kwargs: _Compiled()
+
+
+class _Driver:
+    def get_current_device(self):
+        return 0
+
+    def get_current_stream(self, device):
+        return 0
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=5000)
+    ap.add_argument("--backward", action="store_true")
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
-    forward._fwd_kernel = _NoLaunch()
+    for module in (forward, backward):
+        for kernel in vars(module).values():
+            if isinstance(kernel, launcher.CachedKernel):
+                kernel.fn, kernel._direct = _Jit(kernel.fn.fn), True
+    launcher.driver = SimpleNamespace(active=_Driver())
     backend.resolve = lambda device: "triton"  # (CPU tensors pass descriptor_ok: the TMA path)
-    q, k, v = (torch.randn(16, 1024, 16, 128, dtype=torch.bfloat16, requires_grad=True)
-               for _ in range(3))
-    call = lambda: flashtile.flash_attn_func(q, k, v, causal=True)  # noqa: E731
+    shape = (1, 128, 16, 128) if args.backward else (16, 1024, 16, 128)
+    q, k, v, do = (torch.randn(shape, dtype=torch.bfloat16, requires_grad=i < 3)
+                   for i in range(4))
+    if args.backward:
+        def call():
+            out = flashtile.flash_attn_func(q, k, v, causal=True)
+            torch.autograd.grad(out, (q, k, v), do)
+    else:
+        call = lambda: flashtile.flash_attn_func(q, k, v, causal=True)  # noqa: E731
     for _ in range(100):
         call()
     start = time.perf_counter()
     for _ in range(args.calls):
         call()
+    what = "forward + backward" if args.backward else "flash_attn_func, autograd on"
     print(f"{(time.perf_counter() - start) / args.calls * 1e6:.1f} us per call "
-          "(flash_attn_func, autograd on, kernel launch stubbed)")
+          f"({what}, kernel launch stubbed)")
     if args.profile:
         prof = cProfile.Profile()
         prof.enable()

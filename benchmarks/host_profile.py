@@ -2,7 +2,9 @@
 decode step (flash_attn_with_kvcache, B = 1, 1k cache), of a prefill call
 (flash_attn_func, (1, 128, 2, 64), no_grad), and of a forward recording autograd on
 (8, 1024, 16, 128) causal (the suite's 1k shape at half the batch: TMA descriptors),
-top functions by own time.
+and of the backward's host path alone at (1, 128, 16, 128) causal (called directly:
+autograd runs backwards on its own thread, which cProfile does not see), top functions
+by own time.
 
     python3 benchmarks/host_profile.py [--out DIR]
 """
@@ -18,6 +20,7 @@ import pstats
 import torch
 
 import flashtile
+from flashtile.kernels import backward
 
 
 def profile(name, fn, out_dir, n=500):
@@ -57,6 +60,12 @@ def main():
     qg, kg, vg = (torch.randn(8, 1024, 16, 128, requires_grad=True, **dev) for _ in range(3))
     profile("forward_grad", lambda: flashtile.flash_attn_func(qg, kg, vg, causal=True),
             args.out)
+    q, k, v, do = (torch.randn(1, 128, 16, 128, **dev) for _ in range(4))
+    out, lse, _ = flashtile.flash_attn_func(q, k, v, causal=True, return_attn_probs=True)
+    profile("backward", lambda: backward.attention_backward(
+        do, q, k, v, out, lse, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=128,
+        max_seqlen_k=128, softmax_scale=128 ** -0.5, window_left=-1, window_right=0,
+        softcap=0.0, alibi_slopes=None, dropout_p=0.0, seed=None), args.out)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from .common import (LOAD_DESC, LOAD_PTR64, LOG2E, band_bounds, batch_head, desc
 from .config import (batch_head_grid, cdiv, get_config, interpreter_active,
                      padded_head_dim)
 from .forward import _seq_bounds
+from .launcher import CachedKernel
 
 
 @triton.jit
@@ -64,6 +65,9 @@ def _bwd_preprocess(Out, DOut, Lse, Delta, Lse2, CuSeqQ,
         tl.store(Lse2 + offs, tl.where(lse == float("-inf"), float("inf"), lse * LOG2E),
                  mask=stored)
     tl.store(Delta + offs, delta, mask=stored)
+
+
+_preprocess_launch = CachedKernel(_bwd_preprocess)
 
 
 @triton.jit
@@ -229,6 +233,9 @@ def _bwd_dkdv_kernel(Q, K, V, DOut, Lse, Delta, DK, DV, DQAcc, CuSeqQ, CuSeqK, A
                cols, offs_d, sk, dv, HEAD_DIM, LOADS == LOAD_PTR64)
 
 
+_dkdv_launch = CachedKernel(_bwd_dkdv_kernel)
+
+
 @triton.jit
 def _dq_inner(dq, q, do, lse2, delta, rows, k_src, v_src, stride_ks, stride_vs, b, hk,
               n_start, n_stop, seqlen_q, seqlen_k, window_left, window_right,
@@ -326,6 +333,9 @@ def _bwd_dq_kernel(Q, K, V, DOut, Lse, Delta, DQ, CuSeqQ, CuSeqK, Alibi, Seed,
                stride_dqs, rows, offs_d, sq, dq, HEAD_DIM, LOADS == LOAD_PTR64)
 
 
+_dq_launch = CachedKernel(_bwd_dq_kernel)
+
+
 # Experiment switches for benchmarks/bwd_variants.py: fuse dQ into the dK/dV kernel
 # (atomic accumulation: 5 matmuls per tile instead of 7, but 10-15% slower as measured),
 # and reduce-add through a TMA descriptor (bulk, one per tile) rather than per element.
@@ -343,7 +353,7 @@ def _preprocess(out, dout, lse, delta, lse2, cu_q, varlen, lse_strides, delta_st
     cfg = get_config("bwd_pre", head_dim, out.dtype)
     rows = max(max_seqlen_q, padded_len)
     if rows > 0:
-        _bwd_preprocess[(cdiv(rows, cfg.block_m), *batch_head_grid(batch, num_heads))](
+        _preprocess_launch[(cdiv(rows, cfg.block_m), *batch_head_grid(batch, num_heads))](
             out, dout, lse, delta, lse2, cu_q, *seq_strides(out, varlen),
             *seq_strides(dout, varlen), *lse_strides, *delta_strides, num_heads, seqlen_q,
             padded_len, HEAD_DIM=head_dim, IS_VARLEN=varlen, STATS=padded_len > 0,
@@ -458,7 +468,7 @@ def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, m
         if DQ_REDUCE_TMA and not interpreter_active():  # (the interpreter has no reduce-add)
             dq_mode, dq_acc_arg = 2, make_descriptor(dq_acc, cfg.block_m, block_d)
     if max_seqlen_k > 0:
-        _bwd_dkdv_kernel[(cdiv(max_seqlen_k, cfg.block_n), *batch_head_grid(batch, kv_heads))](
+        _dkdv_launch[(cdiv(max_seqlen_k, cfg.block_n), *batch_head_grid(batch, kv_heads))](
             *srcs, lse, delta, dk, dv, dq_acc_arg, cu_q, cu_k, alibi, seed_t, *strides_in,
             *seq_strides(dk, varlen), *seq_strides(dv, varlen), stride_lb, stride_lh,
             stride_ab, stride_ah, num_heads, kv_heads, num_heads // kv_heads, seqlen_q, seqlen_k,
@@ -471,7 +481,7 @@ def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, m
     cfg = get_config("bwd_dq", head_dim, q.dtype)
     srcs, loads = sources(cfg)
     if max_seqlen_q > 0:
-        _bwd_dq_kernel[(cdiv(max_seqlen_q, cfg.block_m), *batch_head_grid(batch, num_heads))](
+        _dq_launch[(cdiv(max_seqlen_q, cfg.block_m), *batch_head_grid(batch, num_heads))](
             *srcs, lse, delta, dq, cu_q, cu_k, alibi, seed_t, *strides_in,
             *seq_strides(dq, varlen), stride_lb, stride_lh, stride_ab, stride_ah,
             num_heads, num_heads // kv_heads, seqlen_q, seqlen_k,

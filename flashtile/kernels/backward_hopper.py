@@ -39,6 +39,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
 from . import backward_hopper_d256
 from .hopper_common import (dense_call_ok, launch_backward, query_band, reduce_dq,
                             store_dkdv, tile_coords)
+from .launcher import CachedKernel
 
 
 @gluon.jit
@@ -241,6 +242,9 @@ def _bwd_kernel(q_desc, do_desc, k_desc, v_desc, dq_desc, DK, DV, Stats, stats_l
     ], [4, 1], [CONSUMER_REGS, LOADER_REGS])
 
 
+_bwd_launch = CachedKernel(_bwd_kernel)
+
+
 # head dim -> (ring slots, consumer / loader registers); 128 keys and 64-query tiles.
 CONFIGS = {64: (2, 240, 24), 128: (2, 240, 24)}
 KEYS = 128
@@ -283,7 +287,7 @@ def attention_backward(dout, q, k, v, stats, dq, dk, dv, *, softmax_scale: float
             dout, q, k, v, stats, dq, dk, dv, softmax_scale=softmax_scale, causal=causal)
     head_dim = q.shape[-1]
     stages, consumer_regs, loader_regs = CONFIGS[head_dim]
-    launch_backward(_bwd_kernel, KEYS, BLOCK_M, dout, q, k, v, stats, dq, dk, dv,
+    launch_backward(_bwd_launch, KEYS, BLOCK_M, dout, q, k, v, stats, dq, dk, dv,
                     softmax_scale=softmax_scale, causal=causal, STAGES=stages,
                     DQ_COLS=head_dim if head_dim <= 64 else head_dim // 2,
                     CONSUMER_REGS=consumer_regs, LOADER_REGS=loader_regs)

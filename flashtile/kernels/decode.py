@@ -46,6 +46,7 @@ import triton.language as tl
 from .common import LN2, LOG2E, dot_precision, launch_scalars, score_tile, visible_mask
 from .config import (MAX_GRID_YZ, KernelConfig, cdiv, get_config, interpreter_active,
                      padded_head_dim)
+from .launcher import CachedKernel
 
 # ----------------------------------------------------------------------------
 # device side
@@ -245,6 +246,9 @@ def _decode_kernel(Q, K, V, Out, Lse, OPart, LPart, SeqlensK, LeftPad, BatchIdx,
         tl.store(Lse + b64 * stride_lb + head * stride_lh + q_pos, lse, mask=row_ok)
 
 
+_decode_launch = CachedKernel(_decode_kernel)
+
+
 @triton.jit
 def _merge_kernel(OPart, LPart, Out, Lse, stride_ob, stride_os, stride_oh, stride_lb,
                   stride_lh, seqlen_q, num_kv_heads, num_splits,
@@ -290,6 +294,9 @@ def _merge_kernel(OPart, LPart, Out, Lse, stride_ob, stride_os, stride_oh, strid
     tl.store(Out + b64 * stride_ob + q_pos * stride_os + head * stride_oh + offs_d,
              (acc / l_safe).to(Out.dtype.element_ty), mask=d_ok)
     tl.store(Lse + b64 * stride_lb + head * stride_lh + q_pos, lse)
+
+
+_merge_launch = CachedKernel(_merge_kernel)
 
 
 # ----------------------------------------------------------------------------
@@ -456,7 +463,7 @@ def decode_attention(q, k_cache, v_cache, cache_seqlens, *, cache_leftpad=None,
     has_alibi = alibi_slopes is not None
     stride_ab, stride_ah = alibi_slopes.stride() if has_alibi else (0, 0)
     dummy = cache_seqlens
-    _decode_kernel[(batch * kv_heads * row_blocks, num_splits)](
+    _decode_launch[(batch * kv_heads * row_blocks, num_splits)](
         q, k_cache, v_cache, out, lse, o_part, l_part, cache_seqlens,
         dummy if cache_leftpad is None else cache_leftpad,
         dummy if cache_batch_idx is None or paged else cache_batch_idx,
@@ -478,7 +485,7 @@ def decode_attention(q, k_cache, v_cache, cache_seqlens, *, cache_leftpad=None,
     if split:
         interpreted = interpreter_active()
         split_block = min(1 << (num_splits - 1).bit_length(), 16 if interpreted else 64)
-        _merge_kernel[(batch * kv_heads * rows, )](
+        _merge_launch[(batch * kv_heads * rows, )](
             o_part, l_part, out, lse, out.stride(0), out.stride(1), out.stride(2),
             lse.stride(0), lse.stride(1), seqlen_q, kv_heads, num_splits,
             GROUP=group, HEAD_DIM=head_dim, SPLIT_BLOCK=split_block,

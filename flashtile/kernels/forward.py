@@ -20,6 +20,7 @@ from .common import (LN2, LOAD_DESC, LOAD_PTR64, LOG2E, band_bounds, batch_head,
                      visible_mask)
 from . import forward_hopper
 from .config import batch_head_grid, cdiv, get_config, padded_head_dim
+from .launcher import CachedKernel
 
 
 @triton.jit
@@ -223,6 +224,9 @@ def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed, Descale,
     tl.store(lse_base + rows, lse, mask=rows < sq)
 
 
+_fwd_launch = CachedKernel(_fwd_kernel)
+
+
 @triton.jit
 def _probs_kernel(Q, K, Lse, Probs, CuSeqQ, CuSeqK, Alibi, Seed,
                   stride_qb, stride_qs, stride_qh, stride_kb, stride_ks, stride_kh,
@@ -272,6 +276,9 @@ def _probs_kernel(Q, K, Lse, Probs, CuSeqQ, CuSeqK, Alibi, Seed,
         p = tl.where(visible, p, 0.0)
         tl.store(p_base + rows[:, None].to(tl.int64) * stride_pm + cols[None, :], p,
                  mask=(rows[:, None] < sq) & (cols[None, :] < sk))
+
+
+_probs_launch = CachedKernel(_probs_kernel)
 
 
 # Experiment switches (benchmarks/fp8_bench.py --variants): V's layout for FP8 P.V, and
@@ -356,7 +363,7 @@ def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
         srcs = (make_descriptor(q, cfg.block_m, block_d), make_descriptor(k, cfg.block_n, block_d),
                 v_desc, make_descriptor(out, cfg.block_m, block_d))
     if grid[0] > 0 and grid[1] > 0:
-        _fwd_kernel[grid](
+        _fwd_launch[grid](
             *srcs, lse, cu_q, cu_k, alibi, seed_t, descale,
             *seq_strides(q, varlen), *seq_strides(k, varlen), *seq_strides(v, varlen),
             *seq_strides(out, varlen), stride_lb, stride_lh, stride_ab, stride_ah, stride_vd,
@@ -371,7 +378,7 @@ def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
         probs = torch.zeros((batch, num_heads, max_seqlen_q, max_seqlen_k), dtype=torch.float32,
                             device=q.device)
         if grid[0] > 0 and grid[1] > 0:
-            _probs_kernel[grid](
+            _probs_launch[grid](
                 q, k, lse, probs, cu_q, cu_k, alibi, seed_t,
                 *seq_strides(q, varlen), *seq_strides(k, varlen), stride_lb, stride_lh,
                 probs.stride(1), probs.stride(2), stride_ab, stride_ah,

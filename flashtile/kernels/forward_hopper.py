@@ -31,9 +31,10 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma,
                                                               warpgroup_mma, warpgroup_mma_wait)
 
-from .common import LN2, LOG2E, transposed_v
+from .common import LN2, LOG2E, TMA_MIN_FLOPS, transposed_v
 from .config import batch_head_grid
 from .hopper_common import dense_call_ok, descriptor
+from .launcher import CachedKernel
 
 
 @gluon.jit
@@ -232,6 +233,9 @@ def _fwd_kernel(q_desc, k_desc, v_desc, o_desc, Lse, Descale, stride_lb, stride_
     ], [4, 1], [CONSUMER_REGS, LOADER_REGS])
 
 
+_fwd_launch = CachedKernel(_fwd_kernel)
+
+
 @gluon.jit
 def _wait_pv(acc, pv, IS_FP8: gl.constexpr):
     """Wait for the P.V wgmma. P's registers are a dependency too (they must outlive the
@@ -294,10 +298,11 @@ CONFIGS = {
 # it is 3-10% slower below 8k; FP8 is slower everywhere (the Triton kernel's P needs
 # no shuffles: forward._permute_keys).
 ENABLED = {("16bit", 128)}
-# Below ~0.2 ms of GPU work the call is host-bound, and this launch (four Gluon
-# TensorDescriptors, validated in Python) costs the host more than the Triton one: at
-# d128 1k tokens x 16 the Triton kernel won by 13-26% (session 6, NOTES.md).
-MIN_FLOPS = 1e11
+# Below this the call is host-bound and either kernel does (the Triton one's pointer
+# loads, cheapest to launch). It was 1e11 while this launch built its descriptors through
+# Gluon's validating dataclass; with them built directly and the launch cache
+# (launcher.py), d128 1k causal x 16 went 280 -> 370 TFLOP/s (NOTES.md session 10).
+MIN_FLOPS = TMA_MIN_FLOPS
 ROWS = 64  # query rows per consumer warpgroup
 
 
@@ -334,7 +339,7 @@ def attention_forward(q, k, v, out, lse, *, softmax_scale: float, causal: bool,
         v_desc = descriptor(v, [1, block_n, 1, head_dim])
     o_desc = descriptor(out, [1, ROWS, 1, head_dim])
     grid = (-(-seqlen_q // (2 * ROWS)), *batch_head_grid(batch, num_heads))
-    _fwd_kernel[grid](
+    _fwd_launch[grid](
         q_desc, k_desc, v_desc, o_desc, lse, descale if is_fp8 else lse,
         lse.stride(0), lse.stride(1), batch * kv_heads, num_heads, num_heads // kv_heads,
         seqlen_q, seqlen_k, softmax_scale * LOG2E,

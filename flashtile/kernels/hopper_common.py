@@ -5,6 +5,7 @@ the dK / dV epilogue) and host launcher (`launch_backward`)."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -22,10 +23,23 @@ GL_DTYPES = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16,
              torch.float8_e4m3fn: gl.float8e4nv, torch.float32: gl.float32}
 
 
+@functools.lru_cache(maxsize=None)
+def _default_layout(block_shape: tuple[int, ...], dtype: torch.dtype):
+    return gl.NVMMASharedLayout.get_default_for(list(block_shape), GL_DTYPES[dtype])
+
+
 def descriptor(x: torch.Tensor, block_shape: list[int]) -> TensorDescriptor:
-    """A TMA descriptor over all of x with its default NVMMA (swizzled) layout."""
-    layout = gl.NVMMASharedLayout.get_default_for(block_shape, GL_DTYPES[x.dtype])
-    return TensorDescriptor(x, list(x.shape), list(x.stride()), block_shape, layout)
+    """A TMA descriptor over all of x with its default NVMMA (swizzled) layout.
+
+    Built without the dataclass's __post_init__ and with the layout memoised: both
+    re-derive, in Python on every launch, what `dense_call_ok` already checked (the
+    tensors' TMA alignment) or what depends only on (block shape, dtype). The dQ
+    buffer and the transposed FP8 V are fresh contiguous tensors."""
+    desc = TensorDescriptor.__new__(TensorDescriptor)
+    desc.base, desc.shape, desc.strides = x, list(x.shape), list(x.stride())
+    desc.block_shape, desc.padding = block_shape, "zero"
+    desc.layout = _default_layout(tuple(block_shape), x.dtype)
+    return desc
 
 
 def dense_call_ok(q, k, tensors, *, softmax_scale, window_left, window_right, softcap,

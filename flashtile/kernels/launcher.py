@@ -1,0 +1,99 @@
+"""Repeat launches without Triton's per-call binding.
+
+`JITFunction.run` re-derives, on every launch, what it compiled the kernel for: each
+argument is specialised (dtype, 16-byte alignment, integer divisibility), the options
+are turned into a string key, used globals are re-checked, the grid is canonicalised.
+On the H200 host that was about a third of flashtile's host time per call (NOTES.md
+session 9 §7), and small calls (decode steps, 1k-token prefill) are host-bound.
+
+`CachedKernel` wraps a jitted kernel with the same `kernel[grid](*args, **kwargs)`
+syntax. The first launch for a key goes through Triton (compiling if needed); later
+launches with the same key call the compiled kernel's launcher directly. The key holds
+every non-tensor argument by value and every tensor's dtype and 16-byte alignment, so
+it is at least as fine as Triton's own specialisation: a hit can only reuse the kernel
+Triton itself would have picked.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from triton import knobs
+from triton.runtime import driver
+
+# Entries are dropped wholesale past this many (e.g. varlen calls with ever-new
+# max_seqlen values): a miss only costs one slow launch.
+MAX_ENTRIES = 512
+
+
+def _key_part(arg, _tensor=torch.Tensor):
+    """What Triton could specialise a non-int argument on, exactly or more finely."""
+    kind = type(arg)
+    if kind is float or kind is bool:
+        return kind, arg  # 1 == 1.0 == True as keys, not as kernel arguments
+    if kind is str or arg is None:
+        return arg
+    if kind is _tensor or isinstance(arg, _tensor):
+        return arg.dtype, not arg.data_ptr() & 15
+    if hasattr(arg, "block_shape"):  # a host TMA descriptor (Triton's or Gluon's)
+        base = arg.base
+        return (kind, base.dtype, not base.data_ptr() & 15, tuple(arg.block_shape),
+                getattr(arg, "layout", None), arg.padding)
+    hash(arg)  # anything else must be hashable as is (dtypes, constexprs)
+    return kind, arg
+
+
+class CachedKernel:
+    """A jitted Triton / Gluon kernel launched as `kernel[grid](*args, **kwargs)`, with
+    repeat launches skipping `JITFunction.run` (see the module doc)."""
+
+    def __init__(self, fn):
+        from triton.runtime.interpreter import InterpretedFunction
+
+        self.fn = fn
+        # The interpreter runs Python per launch anyway; it keeps Triton's own path.
+        self._direct = not isinstance(fn, InterpretedFunction)
+        params = inspect.signature(fn.fn).parameters
+        self._names = tuple(params)
+        self._defaults = {name: p.default for name, p in params.items()
+                          if p.default is not inspect.Parameter.empty}
+        self._entries: dict = {}
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: self.launch(grid, args, kwargs)
+
+    def launch(self, grid, args: tuple, kwargs: dict):
+        runtime = knobs.runtime
+        # Launch hooks (profilers) want Triton's launch metadata: its own path.
+        if not self._direct or runtime.launch_enter_hook.calls or runtime.launch_exit_hook.calls:
+            return self.fn[grid](*args, **kwargs)
+        device = driver.active.get_current_device()
+        try:  # (ints, most of the arguments, inline: a call per argument costs ~0.1 us)
+            key = (device, *[a if type(a) is int else _key_part(a) for a in args], *kwargs,
+                   *[a if type(a) is int else _key_part(a) for a in kwargs.values()])
+        except TypeError:  # an unhashable argument: no cache for this call
+            return self.fn[grid](*args, **kwargs)
+        entry = self._entries.get(key)
+        if entry is None:
+            return self._first_launch(key, grid, args, kwargs)
+        kernel, tail = entry
+        defaults = self._defaults
+        full = (*args, *[kwargs[n] if n in kwargs else defaults[n] for n in tail])
+        grid_y = grid[1] if len(grid) > 1 else 1
+        grid_z = grid[2] if len(grid) > 2 else 1
+        stream = driver.active.get_current_stream(device)
+        kernel.run(grid[0], grid_y, grid_z, stream, kernel.function, kernel.packed_metadata,
+                   None, runtime.launch_enter_hook, runtime.launch_exit_hook, *full)
+        return kernel
+
+    def _first_launch(self, key, grid, args, kwargs):
+        kernel = self.fn[grid](*args, **kwargs)
+        if getattr(kernel, "function", None) is not None:  # compiled and loaded
+            if len(self._entries) >= MAX_ENTRIES:
+                self._entries.clear()
+            self._entries[key] = (kernel, self._names[len(args):])
+        return kernel
+
+    def cache_size(self) -> int:
+        return len(self._entries)
