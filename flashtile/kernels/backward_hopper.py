@@ -37,6 +37,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                               warpgroup_mma, warpgroup_mma_wait)
 
 from . import backward_hopper_d256
+from .common import TMA_MIN_FLOPS
 from .hopper_common import (dense_call_ok, launch_backward, query_band, reduce_dq,
                             store_dkdv, tile_coords)
 from .launcher import CachedKernel
@@ -249,10 +250,12 @@ _bwd_launch = CachedKernel(_bwd_kernel)
 CONFIGS = {64: (2, 240, 24), 128: (2, 240, 24)}
 KEYS = 128
 BLOCK_M = 64
-# Below this the call is host-bound (see forward_hopper.MIN_FLOPS). At d256 the Triton
-# backward is so much slower that the Gluon one wins from 1k tokens x 8 heads causal
-# (H200: 228 vs 152 TFLOP/s; d64 / d128 causal 1k: 201 / 223 vs 209 / 236).
-MIN_FLOPS = 1e11
+# Below this the call is host-bound (see forward_hopper.MIN_FLOPS). With the launch cache
+# and direct descriptors (session 10) the Gluon backward wins from there: d64 / d128 1k
+# causal x 16 241 / 289 vs 209 / 234 TFLOP/s (H200); at 1e11 (before) they had tied. At
+# d256 the Triton backward is so much slower that the Gluon one wins from 1k tokens x 8
+# heads causal (228 vs 152).
+MIN_FLOPS = TMA_MIN_FLOPS
 MIN_FLOPS_D256 = 1e10
 
 
