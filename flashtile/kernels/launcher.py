@@ -17,6 +17,7 @@ Triton itself would have picked.
 from __future__ import annotations
 
 import inspect
+import operator
 
 import torch
 from triton import knobs
@@ -27,21 +28,21 @@ from triton.runtime import driver
 MAX_ENTRIES = 512
 
 
+# Argument types keyed by value. The key also holds every argument's type, so 1, 1.0 and
+# True (equal as dict keys) stay apart, as they do in Triton's signatures.
+_BY_VALUE = frozenset((int, float, bool, str, type(None)))
+
+
 def _key_part(arg, _tensor=torch.Tensor):
-    """What Triton could specialise a non-int argument on, exactly or more finely."""
-    kind = type(arg)
-    if kind is float or kind is bool:
-        return kind, arg  # 1 == 1.0 == True as keys, not as kernel arguments
-    if kind is str or arg is None:
-        return arg
-    if kind is _tensor or isinstance(arg, _tensor):
+    """What Triton could specialise a tensor-like argument on, exactly or more finely."""
+    if isinstance(arg, _tensor):
         return arg.dtype, not arg.data_ptr() & 15
     if hasattr(arg, "block_shape"):  # a host TMA descriptor (Triton's or Gluon's)
         base = arg.base
-        return (kind, base.dtype, not base.data_ptr() & 15, tuple(arg.block_shape),
+        return (base.dtype, not base.data_ptr() & 15, tuple(arg.block_shape),
                 getattr(arg, "layout", None), arg.padding)
     hash(arg)  # anything else must be hashable as is (dtypes, constexprs)
-    return kind, arg
+    return arg
 
 
 class CachedKernel:
@@ -59,6 +60,7 @@ class CachedKernel:
         self._defaults = {name: p.default for name, p in params.items()
                           if p.default is not inspect.Parameter.empty}
         self._entries: dict = {}
+        self._keyed_at: dict = {}
 
     def __getitem__(self, grid):
         return lambda *args, **kwargs: self.launch(grid, args, kwargs)
@@ -69,17 +71,24 @@ class CachedKernel:
         if not self._direct or runtime.launch_enter_hook.calls or runtime.launch_exit_hook.calls:
             return self.fn[grid](*args, **kwargs)
         device = driver.active.get_current_device()
-        try:  # (ints, most of the arguments, inline: a call per argument costs ~0.1 us)
-            key = (device, *[a if type(a) is int else _key_part(a) for a in args], *kwargs,
-                   *[a if type(a) is int else _key_part(a) for a in kwargs.values()])
+        values = (*args, *kwargs.values())
+        types = tuple(map(type, values))
+        at = self._keyed_at.get(types)
+        if at is None:  # (one entry per call site and argument types: a handful)
+            at = self._keyed_at[types] = tuple(
+                i for i, kind in enumerate(types) if kind not in _BY_VALUE)
+        parts = list(values)
+        try:
+            for i in at:  # tensors and descriptors: dtype and alignment, not identity
+                parts[i] = _key_part(parts[i])
+            key = (device, types, *kwargs, *parts)
+            entry = self._entries.get(key)
         except TypeError:  # an unhashable argument: no cache for this call
             return self.fn[grid](*args, **kwargs)
-        entry = self._entries.get(key)
         if entry is None:
             return self._first_launch(key, grid, args, kwargs)
         kernel, tail = entry
-        defaults = self._defaults
-        full = (*args, *[kwargs[n] if n in kwargs else defaults[n] for n in tail])
+        full = (*args, *tail({**self._defaults, **kwargs})) if tail else args
         grid_y = grid[1] if len(grid) > 1 else 1
         grid_z = grid[2] if len(grid) > 2 else 1
         stream = driver.active.get_current_stream(device)
@@ -92,7 +101,9 @@ class CachedKernel:
         if getattr(kernel, "function", None) is not None:  # compiled and loaded
             if len(self._entries) >= MAX_ENTRIES:
                 self._entries.clear()
-            self._entries[key] = (kernel, self._names[len(args):])
+            tail = self._names[len(args):]  # the parameters not passed positionally
+            take = operator.itemgetter(*tail) if tail else None
+            self._entries[key] = (kernel, (lambda d: (take(d),)) if len(tail) == 1 else take)
         return kernel
 
     def cache_size(self) -> int:
