@@ -67,7 +67,8 @@ def test_backward_dispatch_rules(fake_hopper):
     assert _bwd_supports(torch.empty(1, 8192, 32, 64, dtype=torch.bfloat16))
     assert _bwd_supports(torch.empty(1, 8192, 8, 256, dtype=torch.bfloat16))
     assert _bwd_supports(torch.empty(16, 1024, 8, 256, dtype=torch.bfloat16))  # 6.9e10
-    assert not _bwd_supports(torch.empty(16, 1024, 8, 128, dtype=torch.bfloat16))
+    assert _bwd_supports(torch.empty(16, 1024, 8, 128, dtype=torch.bfloat16))  # 3.4e10
+    assert not _bwd_supports(torch.empty(4, 1024, 8, 128, dtype=torch.bfloat16))  # 8.6e9
     assert not _bwd_supports(torch.empty(1, 8192, 8, 96, dtype=torch.bfloat16))
     for over in (dict(deterministic=True), dict(window_left=100), dict(softcap=5.0),
                  dict(dropout_p=0.1), dict(alibi_slopes=torch.ones(16))):

@@ -257,9 +257,8 @@ def query_block(LONGEST_FIRST: tl.constexpr):
 
 def seq_strides(x: torch.Tensor, varlen: bool) -> tuple[int, int, int]:
     """(batch, sequence, head) strides in elements of a (B, S, H, D) or (T, H, D) tensor."""
-    if varlen:
-        return 0, x.stride(0), x.stride(1)
-    return x.stride(0), x.stride(1), x.stride(2)
+    st = x.stride()  # (one call: this runs per tensor per launch)
+    return (0, st[0], st[1]) if varlen else (st[0], st[1], st[2])
 
 
 def launch_scalars(*, softmax_scale: float, softcap: float, window_left: int,
@@ -284,10 +283,10 @@ def descriptor_ok(*tensors: torch.Tensor) -> bool:
     """True when dense (B, S, H, D) 8/16-bit tensors meet TMA's rules: base and every
     stride but the last 16-byte aligned (packed qkv with an odd head dim is not)."""
     for x in tensors:
-        size = x.element_size()
-        if x.dim() != 4 or size not in (1, 2) or x.stride(-1) != 1:
+        size, st = x.element_size(), x.stride()
+        if len(st) != 4 or size not in (1, 2) or st[3] != 1 or x.data_ptr() % 16:
             return False
-        if x.data_ptr() % 16 or any(st * size % 16 for st in x.stride()[:-1]):
+        if (st[0] * size) % 16 or (st[1] * size) % 16 or (st[2] * size) % 16:
             return False
     return True
 
