@@ -1,7 +1,10 @@
 """Forward-kernel experiments: block shapes, pipeline depth and TMA descriptors, side by side
 with torch SDPA's flash and cuDNN backends in one process (bf16, 16k tokens, model dim 2048).
 
-    python3 benchmarks/fwd_variants.py --out "$OUT" [--quick]
+    python3 benchmarks/fwd_variants.py --out "$OUT" [--seqlens 2048,8192] [--head-dims 64]
+        [--variants "64,64,64,4,3,1;64,128,64,4,3,1"]
+
+--variants replaces the list below: "d,BLOCK_M,BLOCK_N,warps,stages,tma" rows, ";"-separated.
 
 Each variant overrides the forward row of the config table,
 checks its output against SDPA flash (max abs diff), then times the forward under
@@ -45,12 +48,16 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=".")
     ap.add_argument("--seqlens", default="2048,8192")
+    ap.add_argument("--head-dims", type=int, nargs="+", default=[64, 128, 256])
+    ap.add_argument("--variants", default=None)
     args = ap.parse_args()
+    variants = VARIANTS if not args.variants else [
+        tuple(int(x) for x in row.split(",")) for row in args.variants.split(";")]
     gpu = torch.cuda.get_device_name()
     peers, _ = bench.get_methods(PEERS)
     rows, results = [], []
     for seqlen in [int(s) for s in args.seqlens.split(",")]:
-        for d in (64, 128, 256):
+        for d in args.head_dims:
             batch, heads = 16384 // seqlen, 2048 // d
             sets = bench.make_inputs(batch, seqlen, heads, d, torch.bfloat16, "cuda")
             for causal in (False, True):
@@ -62,10 +69,10 @@ def main():
                 for m in peers:
                     with m.context():
                         line[m.name] = bench.tflops(flops, time_fwd(m.fn, sets, causal))
-                for vd, bm, bn, w, st, desc in VARIANTS:
+                for vd, bm, bn, w, st, desc in variants:
                     if vd != d:
                         continue
-                    row = config.KernelConfig(bm, bn, w, st, desc)
+                    row = config.KernelConfig(bm, bn, w, st, bool(desc))
                     config._GPU_TABLE[("fwd", "16bit", d)] = row
                     name = f"{bm}x{bn} w{w} s{st} {'tma' if desc else 'ptr'}"
                     try:
