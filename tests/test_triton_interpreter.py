@@ -561,6 +561,32 @@ def test_config_table():
         config.get_config("fwd", 257, torch.float16)
 
 
+def test_short_causal_forwards_take_their_own_row(monkeypatch):
+    """The GPU table's choice (the interpreter always has its own small config): d33-64
+    16-bit causal forwards of <= SHORT_CAUSAL_MAX_ROWS queries use 64-row blocks; other
+    head dims, dtypes and passes keep their row."""
+    monkeypatch.setattr(config, "interpreter_active", lambda: False)
+    short = lambda d, dtype=torch.bfloat16, name="fwd": config.get_config(  # noqa: E731
+        name, d, dtype, short_causal=True)
+    assert short(64).block_m == 64 and short(59, torch.float16).block_m == 64
+    assert config.get_config("fwd", 64, torch.bfloat16).block_m == 128
+    for d, dtype, name in ((128, torch.bfloat16, "fwd"), (64, torch.float32, "fwd"),
+                           (64, torch.float8_e4m3fn, "fwd"), (64, torch.bfloat16, "bwd_dq")):
+        assert short(d, dtype, name) == config.get_config(name, d, dtype)
+    from flashtile.kernels import forward
+
+    seen = []
+    real = config.get_config
+    monkeypatch.setattr(forward, "get_config", lambda *a, **kw: seen.append(kw) or real(*a))
+    q = torch.randn(1, 40, 2, 64)
+    for causal in (True, False):
+        forward.attention_forward(
+            q, q, q, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=40, max_seqlen_k=40,
+            softmax_scale=0.125, window_left=-1, window_right=0 if causal else -1,
+            softcap=0.0, alibi_slopes=None, dropout_p=0.0, seed=None, return_probs=False)
+    assert seen == [dict(short_causal=True), dict(short_causal=False)]
+
+
 def test_descriptors_only_where_they_pay(monkeypatch):
     """On a GPU, launches under ~0.1 ms of work skip the ~55 us of host descriptors;
     the interpreter always takes the descriptor path (that is what it tests)."""

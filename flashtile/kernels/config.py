@@ -147,11 +147,24 @@ for _d in (16, 32, 64, 128, 256):
 _INTERPRETER_CONFIG = KernelConfig(16, 16, 1, 1, tma=True)
 
 
-def get_config(pass_name: str, head_dim: int, dtype: torch.dtype) -> KernelConfig:
-    """The launch configuration of ``pass_name`` for this head dim and dtype."""
+# Short causal forwards (at most SHORT_CAUSAL_MAX_ROWS queries) take these rows instead:
+# with 64-row query blocks less of each block is masked away and there are twice the
+# CTAs. H200, d64 causal: 1k 325 vs 279 TFLOP/s, 2k 359 vs 347; at 16k the 128-row
+# blocks win (439 vs 421), and at d256 every smaller block lost (NOTES.md session 10).
+SHORT_CAUSAL_MAX_ROWS = 2048
+_SHORT_CAUSAL_TABLE = {("fwd", "16bit", 64): _C(64, 64, 4, 3, tma=True)}
+
+
+def get_config(pass_name: str, head_dim: int, dtype: torch.dtype, *,
+               short_causal: bool = False) -> KernelConfig:
+    """The launch configuration of ``pass_name`` for this head dim and dtype
+    (`short_causal`: a causal call of at most SHORT_CAUSAL_MAX_ROWS queries)."""
     block_d = padded_head_dim(head_dim)
     if block_d > 256:
         raise ValueError(f"head dim {head_dim} > 256 is not supported by the Triton kernels")
     if interpreter_active():
         return _INTERPRETER_CONFIG
-    return _GPU_TABLE[(pass_name, _dtype_class(dtype), block_d)]
+    key = (pass_name, _dtype_class(dtype), block_d)
+    if short_causal and key in _SHORT_CAUSAL_TABLE:
+        return _SHORT_CAUSAL_TABLE[key]
+    return _GPU_TABLE[key]

@@ -19,7 +19,8 @@ from .common import (LN2, LOAD_DESC, LOAD_PTR64, LOG2E, band_bounds, batch_head,
                      query_block, score_tile, seq_strides, store_tile, tile_span, transposed_v,
                      visible_mask)
 from . import forward_hopper
-from .config import batch_head_grid, cdiv, get_config, padded_head_dim
+from .config import (SHORT_CAUSAL_MAX_ROWS, batch_head_grid, cdiv, get_config,
+                     padded_head_dim)
 from .launcher import CachedKernel
 
 
@@ -328,7 +329,8 @@ def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
                                          causal=window_right == 0,
                                          descale=descale if is_fp8 else None)
         return out, lse, None
-    cfg = get_config("fwd", head_dim, q.dtype)
+    cfg = get_config("fwd", head_dim, q.dtype, short_causal=window_right == 0
+                     and max_seqlen_q <= SHORT_CAUSAL_MAX_ROWS)
     scalars = launch_scalars(softmax_scale=softmax_scale, softcap=softcap,
                              window_left=window_left, window_right=window_right,
                              max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k)
