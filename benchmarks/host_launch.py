@@ -2,7 +2,7 @@
 in one process on the GPU, rounds alternating the order; and the suite's 1k-token causal
 forwards (host-bound, NOTES.md session 9 §7) with the cache on / off and with the Gluon
 forward's old MIN_FLOPS gate (1e11: the Triton kernel at 1k causal), and the 1k causal
-backwards with the Gluon backward's gate at 1e11 (default) and 0. torch SDPA's flash and
+backwards with the Gluon backward's gate at its default and at 0. torch SDPA's flash and
 cuDNN backends are timed in the same process for reference.
 
     python3 benchmarks/host_launch.py [--rounds 5] [--out DIR]
