@@ -127,6 +127,21 @@ def test_launch_hooks_take_tritons_path(fake, monkeypatch):
     assert [entry[0] for entry in jit.log] == ["triton", "triton"]
 
 
+def test_plain_hook_and_grid_function_take_tritons_path(fake, monkeypatch):
+    from triton import knobs
+
+    jit, kernel = fake
+    x, y = torch.randn(64), torch.randn(64)
+    _launch(kernel, x, y)
+    monkeypatch.setattr(knobs.runtime, "launch_exit_hook", lambda *args: None)
+    _launch(kernel, x, y)
+    monkeypatch.undo()
+    monkeypatch.setattr(launcher, "driver", SimpleNamespace(active=_FakeDriver()))
+    kernel[lambda meta: (3,)](x, y, 7, 0.5, FLAG=True, num_warps=4)
+    _launch(kernel, x, y)
+    assert [entry[0] for entry in jit.log] == ["triton", "triton", "triton", "direct"]
+
+
 def test_unhashable_argument_takes_tritons_path(fake):
     jit, kernel = fake
     x, y = torch.randn(64), torch.randn(64)

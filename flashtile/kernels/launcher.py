@@ -45,6 +45,11 @@ def _key_part(arg, _tensor=torch.Tensor):
     return arg
 
 
+def _hooked(hook) -> bool:
+    """A launch hook is set: a HookChain with calls (Triton 3.6), or a plain callable."""
+    return bool(getattr(hook, "calls", hook))
+
+
 class CachedKernel:
     """A jitted Triton / Gluon kernel launched as `kernel[grid](*args, **kwargs)`, with
     repeat launches skipping `JITFunction.run` (see the module doc)."""
@@ -67,8 +72,10 @@ class CachedKernel:
 
     def launch(self, grid, args: tuple, kwargs: dict):
         runtime = knobs.runtime
-        # Launch hooks (profilers) want Triton's launch metadata: its own path.
-        if not self._direct or runtime.launch_enter_hook.calls or runtime.launch_exit_hook.calls:
+        # Launch hooks (profilers) want Triton's launch metadata, and a grid function
+        # wants the bound arguments: both take Triton's own path.
+        if (not self._direct or _hooked(runtime.launch_enter_hook)
+                or _hooked(runtime.launch_exit_hook) or callable(grid)):
             return self.fn[grid](*args, **kwargs)
         device = driver.active.get_current_device()
         values = (*args, *kwargs.values())
