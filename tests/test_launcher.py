@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import triton.language as tl
 
 from flashtile.kernels import forward, launcher
 from flashtile.kernels.launcher import CachedKernel
@@ -156,3 +157,103 @@ def test_interpreter_keeps_tritons_own_launch():
 
     expected = isinstance(forward._fwd_kernel, InterpretedFunction)
     assert forward._fwd_launch._direct is not expected
+
+
+# ---------------------------------------------------------------------------------------
+# Against Triton's own binder and cache key (no GPU needed: sm_90 backend, CPU tensors)
+
+
+def _typed_kernel(X, Y, D, n, m, scale, FLAG: tl.constexpr, BLOCK: tl.constexpr = 64):
+    pass
+
+
+class _TritonKeyed:
+    """A jitted function whose 'compiled kernels' are Triton 3.6's real cache keys: what
+    `JITFunction.run` does before compiling (the two knobs it adds to the options, the
+    binder, `compute_cache_key`), with one fake compiled kernel per Triton key."""
+    fn = staticmethod(_typed_kernel)
+
+    def __init__(self):
+        from triton.backends.compiler import GPUTarget
+        from triton.compiler.compiler import make_backend
+        from triton.runtime.jit import JITFunction, create_function_from_signature
+
+        jit = JITFunction(_typed_kernel)
+        self.binder = create_function_from_signature(
+            jit.signature, jit.params, make_backend(GPUTarget("cuda", 90, 32)))
+        self.log, self.kernels = [], {}
+
+    def triton_choice(self, args, kwargs):
+        from triton import knobs
+        from triton.runtime.jit import compute_cache_key
+
+        kwargs = dict(kwargs, debug=kwargs.get("debug", False) or knobs.runtime.debug,
+                      instrumentation_mode=knobs.compilation.instrumentation_mode)
+        bound, specialization, options = self.binder(*args, **kwargs)
+        key = compute_cache_key({}, specialization, options)
+        if key not in self.kernels:
+            self.kernels[key] = _KeyedCompiled(key, self.log)
+        return self.kernels[key], tuple(bound.values())
+
+    def __getitem__(self, grid):
+        def run(*args, **kwargs):
+            kernel, bound = self.triton_choice(args, kwargs)
+            self.log.append(("triton", kernel.key, bound))
+            return kernel
+        return run
+
+
+class _KeyedCompiled:
+    function = "fn-handle"
+    packed_metadata = "meta"
+
+    def __init__(self, key, log):
+        self.key, self.log = key, log
+
+    def run(self, gx, gy, gz, stream, function, metadata, launch_metadata, enter, exit_,
+            *args):
+        self.log.append(("direct", self.key, args))
+
+
+def _descriptor(x, block):
+    from triton.tools.tensor_descriptor import TensorDescriptor
+    return TensorDescriptor.from_tensor(x, block)
+
+
+def test_hits_launch_what_tritons_binder_picks(monkeypatch):
+    """Launches varying every kind of argument, repeats included: whenever the cache
+    launches directly, it is the kernel Triton's own key selects for those arguments,
+    with Triton's bound argument list (same objects, same order, defaults filled in)."""
+    from triton import knobs
+
+    monkeypatch.setattr(launcher, "driver", SimpleNamespace(active=_FakeDriver()))
+    jit = _TritonKeyed()
+    kernel = CachedKernel(jit)
+    kernel._direct = True
+    base = torch.randn(4096)
+    x16, y16 = base[:64], base[64:128]  # 16-byte aligned views
+    odd = base[1:65]  # 4 bytes past alignment
+    mat = torch.randn(64, 64)
+    cases = []
+    for n in (1, 7, 16, 17, 2**31 + 16):
+        for x, y in ((x16, y16), (odd, y16), (x16.half(), y16)):
+            cases.append(((x, y, _descriptor(mat, [16, 16]), n, 3, 0.5), dict(FLAG=True)))
+    cases += [((x16, y16, _descriptor(mat, [32, 16]), 7, 3, 0.5), dict(FLAG=True)),
+              ((x16, y16, _descriptor(mat.half(), [16, 16]), 7, 3, 0.5), dict(FLAG=True)),
+              ((x16, y16, _descriptor(mat, [16, 16]), 7, 3, 1.0), dict(FLAG=False)),
+              ((x16, y16, _descriptor(mat, [16, 16]), True, 3, 0.5), dict(FLAG=True)),
+              ((x16, y16, _descriptor(mat, [16, 16]), 7, 3), dict(scale=0.5, FLAG=True,
+                                                              BLOCK=128, num_warps=8)),
+              ((x16, y16, _descriptor(mat, [16, 16])), dict(FLAG=True, m=3, n=7, scale=0.5))]
+    direct = 0
+    for debug in (False, True, False):
+        monkeypatch.setattr(knobs.runtime, "debug", debug)
+        for args, kwargs in cases + cases:  # every case twice: the repeat should hit
+            kernel[(2,)](*args, **kwargs)
+            how, key, launched = jit.log[-1]
+            expected, bound = jit.triton_choice(args, kwargs)
+            assert key == expected.key, (how, args, kwargs)
+            assert len(launched) == len(bound)
+            assert all(a is b or a == b for a, b in zip(launched, bound)), (args, kwargs)
+            direct += how == "direct"
+    assert direct >= len(cases) * 2  # the repeats (and the second debug=False round) hit

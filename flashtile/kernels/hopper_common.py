@@ -33,8 +33,9 @@ def descriptor(x: torch.Tensor, block_shape: list[int]) -> TensorDescriptor:
 
     Built without the dataclass's __post_init__ and with the layout memoised: both
     re-derive, in Python on every launch, what `dense_call_ok` already checked (the
-    tensors' TMA alignment) or what depends only on (block shape, dtype). The dQ
-    buffer and the transposed FP8 V are fresh contiguous tensors."""
+    tensors' TMA alignment) or what depends only on (block shape, dtype). So x must
+    have passed `descriptor_ok` or be a fresh contiguous tensor (the dQ buffer, the
+    transposed FP8 V): nothing here catches a misaligned one."""
     desc = TensorDescriptor.__new__(TensorDescriptor)
     desc.base, desc.shape, desc.strides = x, list(x.shape), list(x.stride())
     desc.block_shape, desc.padding = block_shape, "zero"

@@ -9,9 +9,13 @@ session 9 §7), and small calls (decode steps, 1k-token prefill) are host-bound.
 `CachedKernel` wraps a jitted kernel with the same `kernel[grid](*args, **kwargs)`
 syntax. The first launch for a key goes through Triton (compiling if needed); later
 launches with the same key call the compiled kernel's launcher directly. The key holds
-every non-tensor argument by value and every tensor's dtype and 16-byte alignment, so
-it is at least as fine as Triton's own specialisation: a hit can only reuse the kernel
-Triton itself would have picked.
+every argument's type, every non-tensor argument by value, every tensor's dtype and
+16-byte alignment (descriptors: also block shape, layout, padding) and Triton's debug /
+instrumentation knobs, so it is at least as fine as Triton's own specialisation and
+cache key (tests/test_launcher.py checks it against Triton's binder): a hit can only
+reuse the kernel Triton itself would have picked. Two per-launch checks of Triton's are not repeated on
+a hit: that the kernel's used globals still hold their compile-time values, and
+`pre_run_hooks` (flashtile's kernels read only constants and register none).
 """
 
 from __future__ import annotations
@@ -88,7 +92,9 @@ class CachedKernel:
         try:
             for i in at:  # tensors and descriptors: dtype and alignment, not identity
                 parts[i] = _key_part(parts[i])
-            key = (device, types, *kwargs, *parts)
+            # (Triton adds these two knobs to every launch's options: part of its key too)
+            key = (device, runtime.debug, knobs.compilation.instrumentation_mode, types,
+                   *kwargs, *parts)
             entry = self._entries.get(key)
         except TypeError:  # an unhashable argument: no cache for this call
             return self.fn[grid](*args, **kwargs)
