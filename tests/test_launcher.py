@@ -143,11 +143,12 @@ def test_plain_hook_and_grid_function_take_tritons_path(fake, monkeypatch):
     assert [entry[0] for entry in jit.log] == ["triton", "triton", "triton", "direct"]
 
 
-def test_unhashable_argument_takes_tritons_path(fake):
+@pytest.mark.parametrize("odd", [[1], (1, 2), (torch.zeros(2),)], ids=["list", "tuple", "tensors"])
+def test_other_argument_kinds_take_tritons_path(fake, odd):
     jit, kernel = fake
     x, y = torch.randn(64), torch.randn(64)
     for _ in range(2):
-        kernel[(1,)](x, y, [1], 0.5, FLAG=True)
+        kernel[(1,)](x, y, odd, 0.5, FLAG=True)
     assert [entry[0] for entry in jit.log] == ["triton", "triton"]
     assert kernel.cache_size() == 0
 

@@ -13,9 +13,10 @@ every argument's type, every non-tensor argument by value, every tensor's dtype 
 16-byte alignment (descriptors: also block shape, layout, padding) and Triton's debug /
 instrumentation knobs, so it is at least as fine as Triton's own specialisation and
 cache key (tests/test_launcher.py checks it against Triton's binder): a hit can only
-reuse the kernel Triton itself would have picked. Two per-launch checks of Triton's are not repeated on
-a hit: that the kernel's used globals still hold their compile-time values, and
-`pre_run_hooks` (flashtile's kernels read only constants and register none).
+reuse the kernel Triton itself would have picked. Two per-launch checks of Triton's are
+not repeated on a hit: that the kernel's used globals still hold their compile-time
+values, and `pre_run_hooks` (flashtile's kernels read only constants and register none).
+Arguments of other kinds (tuples, pointer wrappers) keep Triton's own path.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ def _key_part(arg, _tensor=torch.Tensor):
         base = arg.base
         return (base.dtype, not base.data_ptr() & 15, tuple(arg.block_shape),
                 getattr(arg, "layout", None), arg.padding)
-    hash(arg)  # anything else must be hashable as is (dtypes, constexprs)
-    return arg
+    # Anything else (tuples that may hold tensors, pointer wrappers, ...) could pin
+    # memory or miss every call as a key: such launches keep Triton's own path.
+    raise TypeError(f"no launch-cache key for {type(arg).__name__}")
 
 
 def _hooked(hook) -> bool:
@@ -96,7 +98,7 @@ class CachedKernel:
             key = (device, runtime.debug, knobs.compilation.instrumentation_mode, types,
                    *kwargs, *parts)
             entry = self._entries.get(key)
-        except TypeError:  # an unhashable argument: no cache for this call
+        except TypeError:  # an argument with no key (see _key_part): no cache for this call
             return self.fn[grid](*args, **kwargs)
         if entry is None:
             return self._first_launch(key, grid, args, kwargs)
