@@ -26,6 +26,7 @@ import triton
 import flashtile
 from flashtile import bench
 from flashtile.kernels import backward_hopper, forward_hopper, launcher
+from gluon_ab import peers  # (benchmarks/ is on the path when a script runs from it)
 
 _cached_launch = launcher.CachedKernel.launch
 
@@ -35,16 +36,8 @@ def set_cache(on: bool) -> None:
                                     lambda self, grid, args, kwargs: self.fn[grid](*args, **kwargs))
 
 
-def sdpa(backend_name):
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.nn.functional import scaled_dot_product_attention
-    backend = getattr(SDPBackend, backend_name)
-
-    def fn(q, k, v, causal):
-        with sdpa_kernel(backend):
-            return scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
-                                                v.transpose(1, 2), is_causal=causal)
-    return fn
+# torch SDPA's backends, fn(q, k, v, causal) on (B, S, H, D), each in its backend's context
+SDPA = peers(("sdpa-flash", "sdpa-cudnn"))
 
 
 def tiny_cases():
@@ -63,7 +56,7 @@ def tiny_cases():
         torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), do)
 
     def sdpa_fwd_bwd():
-        fwd_bwd(lambda q, k, v: sdpa("FLASH_ATTENTION")(q, k, v, True).transpose(1, 2))
+        fwd_bwd(lambda q, k, v: SDPA["sdpa-flash"](q, k, v, True))
 
     return [
         ("fwd no_grad S128", lambda: flashtile.flash_attn_func(q, k, v, causal=True)),
@@ -71,8 +64,8 @@ def tiny_cases():
         ("fwd+bwd S128", fwd_bwd),
         ("decode 4k cache", lambda: flashtile.flash_attn_with_kvcache(
             qd, kc, vc, cache_seqlens=lens, causal=True)),
-        ("sdpa-flash fwd S128", lambda: sdpa("FLASH_ATTENTION")(q, k, v, True)),
-        ("sdpa-cudnn fwd S128", lambda: sdpa("CUDNN_ATTENTION")(q, k, v, True)),
+        ("sdpa-flash fwd S128", lambda: SDPA["sdpa-flash"](q, k, v, True)),
+        ("sdpa-cudnn fwd S128", lambda: SDPA["sdpa-cudnn"](q, k, v, True)),
         ("sdpa-flash fwd+bwd S128", sdpa_fwd_bwd),
     ]
 
@@ -95,11 +88,6 @@ def suite_tflops(fn, head_dim, mode="fwd", causal=True, seqlen=1024) -> float:
     call = bench.pass_callable(fn, sets, causal, mode)
     ms = triton.testing.do_bench(call, return_mode="median")
     return bench.attention_flops(batch, heads, seqlen, seqlen, head_dim, causal, mode) / ms / 1e9
-
-
-def sdpa_bshd(backend_name):
-    fn = sdpa(backend_name)
-    return lambda q, k, v, causal: fn(q, k, v, causal).transpose(1, 2)
 
 
 def flashtile_fn(q, k, v, causal):
@@ -140,10 +128,10 @@ def main():
                     suite_tflops(flashtile_fn, d, label[:3]))
             set_cache(True)
             forward_hopper.MIN_FLOPS, backward_hopper.MIN_FLOPS = fwd_gate, bwd_gate
-            for peer in ("FLASH_ATTENTION", "CUDNN_ATTENTION"):
+            for peer, fn in SDPA.items():
                 for mode in ("fwd", "bwd"):
-                    suite.setdefault(f"d{d} {mode} sdpa {peer}", []).append(
-                        suite_tflops(sdpa_bshd(peer), d, mode))
+                    suite.setdefault(f"d{d} {mode} {peer}", []).append(
+                        suite_tflops(fn, d, mode))
     result = dict(gpu=torch.cuda.get_device_name(), host_us=host, suite_1k_causal_tflops=suite)
     if args.out:
         os.makedirs(args.out, exist_ok=True)

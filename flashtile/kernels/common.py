@@ -323,12 +323,17 @@ def make_descriptor(x: torch.Tensor, block_rows: int, block_d: int):
                           else [block_rows, 1, block_d])
 
 
-def box_descriptor(x: torch.Tensor, block_shape: list[int]):
-    """A descriptor over all of `x` that moves `block_shape` boxes (zero fill outside)."""
-    from triton.tools.tensor_descriptor import TensorDescriptor
-    desc = TensorDescriptor.__new__(TensorDescriptor)
+def box_descriptor(x: torch.Tensor, block_shape: list[int], cls=None, **fields):
+    """A descriptor over all of `x` that moves `block_shape` boxes (zero fill outside):
+    Triton's host TensorDescriptor, or `cls` (Gluon's, with its extra `fields`), built
+    without the dataclass's __post_init__, so x must have passed `descriptor_ok`."""
+    if cls is None:
+        from triton.tools.tensor_descriptor import TensorDescriptor as cls
+    desc = cls.__new__(cls)
     desc.base, desc.shape, desc.strides, desc.padding = x, list(x.shape), list(x.stride()), "zero"
     desc.block_shape = block_shape
+    for name, value in fields.items():
+        setattr(desc, name, value)
     return desc
 
 

@@ -16,7 +16,7 @@ from triton.experimental.gluon.language._core import builtin
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from .common import descriptor_ok, forward_flops
+from .common import box_descriptor, descriptor_ok, forward_flops
 from .config import batch_head_grid, interpreter_active
 
 GL_DTYPES = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16,
@@ -36,11 +36,8 @@ def descriptor(x: torch.Tensor, block_shape: list[int]) -> TensorDescriptor:
     tensors' TMA alignment) or what depends only on (block shape, dtype). So x must
     have passed `descriptor_ok` or be a fresh contiguous tensor (the dQ buffer, the
     transposed FP8 V): nothing here catches a misaligned one."""
-    desc = TensorDescriptor.__new__(TensorDescriptor)
-    desc.base, desc.shape, desc.strides = x, list(x.shape), list(x.stride())
-    desc.block_shape, desc.padding = block_shape, "zero"
-    desc.layout = _default_layout(tuple(block_shape), x.dtype)
-    return desc
+    return box_descriptor(x, block_shape, TensorDescriptor,
+                          layout=_default_layout(tuple(block_shape), x.dtype))
 
 
 def dense_call_ok(q, k, tensors, *, softmax_scale, window_left, window_right, softcap,
