@@ -17,8 +17,11 @@ import argparse
 import cProfile
 import io
 import pstats
+import os
 import time
 from types import SimpleNamespace
+
+SORT = os.environ.get("HOST_CPU_SORT", "cumulative")  # or "tottime"
 
 import torch
 
@@ -88,7 +91,7 @@ def main():
             call()
         prof.disable()
         text = io.StringIO()
-        pstats.Stats(prof, stream=text).sort_stats("cumulative").print_stats(30)
+        pstats.Stats(prof, stream=text).sort_stats(SORT).print_stats(30)
         print(text.getvalue())
 
 

@@ -258,3 +258,80 @@ def test_hits_launch_what_tritons_binder_picks(monkeypatch):
             assert all(a is b or a == b for a, b in zip(launched, bound)), (args, kwargs)
             direct += how == "direct"
     assert direct >= len(cases) * 2  # the repeats (and the second debug=False round) hit
+
+
+# ---------------------------------------------------------------------------------------
+# BoundLaunch: the grid, trailing arguments and keywords fixed at bind time
+
+
+def test_bound_launch_passes_new_leading_arguments_and_the_fixed_rest(fake):
+    jit, kernel = fake
+    launch = kernel.bind((3, 2), (7, 0.5), dict(FLAG=True, num_warps=4))
+    x, y = torch.randn(64), torch.randn(64)
+    launch(x, y)
+    x2, y2 = torch.randn(64), torch.randn(64)
+    launch(x2, y2)
+    assert [entry[0] for entry in jit.log] == ["triton", "direct"]
+    assert jit.log[0][2][2:] == (7, 0.5)
+    _, grid, stream, args = jit.log[1]
+    assert grid == (3, 2, 1) and stream == 1234
+    assert args[0] is x2 and args[1] is y2 and args[2:] == (7, 0.5, True, 64)
+    # the plain launch of the same call hits the same entry of the launch cache
+    _launch(kernel, x, y)
+    assert jit.log[-1][0] == "direct" and kernel.cache_size() == 1
+
+
+@pytest.mark.parametrize("change", ["dtype", "alignment", "kind"])
+def test_bound_launch_misses_on_leading_dtype_alignment_or_kind(fake, change):
+    jit, kernel = fake
+    launch = kernel.bind((1,), (7, 0.5), dict(FLAG=True))
+    x, y = torch.randn(64), torch.randn(64)
+    launch(x, y)
+    if change == "dtype":
+        launch(x.half(), y)
+    elif change == "alignment":
+        launch(torch.randn(65)[1:], y)
+    else:
+        launch(_descriptor(torch.randn(64, 64), [16, 16]), y)
+    assert [entry[0] for entry in jit.log] == ["triton", "triton"]
+
+
+def test_bound_launch_with_hooks_takes_tritons_path(fake, monkeypatch):
+    from triton import knobs
+
+    jit, kernel = fake
+    launch = kernel.bind((1,), (7, 0.5), dict(FLAG=True))
+    x, y = torch.randn(64), torch.randn(64)
+    launch(x, y)
+    monkeypatch.setattr(knobs.runtime, "launch_exit_hook", lambda *args: None)
+    launch(x, y)
+    monkeypatch.setattr(knobs.runtime, "launch_exit_hook", None)
+    monkeypatch.setattr(knobs.runtime, "debug", True)  # a knob in the key: a miss
+    launch(x, y)
+    assert [entry[0] for entry in jit.log] == ["triton", "triton", "triton"]
+
+
+def test_bound_launches_launch_what_tritons_binder_picks(monkeypatch):
+    """As above, through `bind`: leading tensors and descriptors varied, every call
+    twice; each direct launch is Triton's own choice with Triton's bound arguments."""
+    monkeypatch.setattr(launcher, "driver", SimpleNamespace(active=_FakeDriver()))
+    jit = _TritonKeyed()
+    kernel = CachedKernel(jit)
+    kernel._direct = True
+    base, mat = torch.randn(4096), torch.randn(64, 64)
+    x16, y16, odd = base[:64], base[64:128], base[1:65]
+    leads = [(x, y, _descriptor(m, block)) for x, y in ((x16, y16), (odd, y16), (x16.half(), odd))
+             for m, block in ((mat, [16, 16]), (mat.half(), [16, 16]), (mat, [32, 16]))]
+    direct = 0
+    for trailing, kwargs in (((7, 3, 0.5), dict(FLAG=True)),
+                             ((16, 3), dict(scale=1.0, FLAG=False, num_warps=8))):
+        launch = kernel.bind((2,), trailing, kwargs)
+        for lead in leads + leads:
+            launch(*lead)
+            how, key, launched = jit.log[-1]
+            expected, bound = jit.triton_choice((*lead, *trailing), kwargs)
+            assert key == expected.key, (how, lead, trailing)
+            assert len(launched) == len(bound)
+            assert all(a is b or a == b for a, b in zip(launched, bound))
+            direct += how == "direct"
+    assert direct >= 2 * len(leads)

@@ -302,6 +302,26 @@ def test_non_contiguous(causal):
     check_all(q, k, v, dout, out, lse, grads, causal=causal)
 
 
+def test_launch_plans_are_reused_and_keyed_on_strides_and_options():
+    """Repeat calls reuse the memoised launch plan (forward.py's `_PLANS`) on new values;
+    new strides or options get their own plan; every result meets the rule."""
+    from flashtile.kernels import forward
+    forward._PLANS._plans.clear()
+    B, S, H, D = 2, 37, 2, 59
+    for seed in (5, 6):  # same shapes: one plan
+        q, k, v, dout = make_qkv(B, S, S, H, H, D, torch.float16, seed=seed)
+        out, lse, grads = end_to_end(q, k, v, dout, causal=True)
+        check_all(q, k, v, dout, out, lse, grads, causal=True)
+    assert len(forward._PLANS) == 1
+    wide = make_qkv(B, S, S, 2 * H, 2 * H, D, torch.float16, seed=7)  # strided views
+    q, k, v, dout = (x[:, :, :H] for x in wide)
+    out, lse, grads = end_to_end(q, k, v, dout, causal=True)
+    check_all(q, k, v, dout, out, lse, grads, causal=True)
+    out, lse, grads = end_to_end(q, k, v, dout, window=(5, 3))
+    check_all(q, k, v, dout, out, lse, grads, window_size=(5, 3))
+    assert len(forward._PLANS) == 3
+
+
 def test_int64_row_offsets(monkeypatch):
     """The 64-bit row-offset loads and stores (taken on a GPU only when row x stride
     reaches 2^31) compute the same attention and gradients."""
@@ -318,8 +338,9 @@ def test_int64_row_offsets(monkeypatch):
 def test_batch_heads_past_the_grid_limit(monkeypatch):
     """Past CUDA's 65535 programs on grid axis 1, batch * heads continues on axis 2
     (config.batch_head_grid); a limit of 5 makes a tiny launch take that path."""
-    from flashtile.kernels import config
+    from flashtile.kernels import config, launcher
     monkeypatch.setattr(config, "MAX_GRID_YZ", 5)
+    launcher.clear_plans()  # (plans hold their grids)
     assert config.batch_head_grid(3, 4) == (4, 3) and config.batch_head_grid(4, 2) == (4, 2)
     q, k, v, dout = make_qkv(3, 37, 45, 4, 2, 16, torch.float16)
     out, lse, grads = end_to_end(q, k, v, dout, causal=True)

@@ -29,7 +29,7 @@ from .common import (LOAD_DESC, LOAD_PTR64, LOG2E, band_bounds, batch_head, desc
 from .config import (batch_head_grid, cdiv, get_config, interpreter_active,
                      padded_head_dim)
 from .forward import _seq_bounds
-from .launcher import CachedKernel
+from .launcher import CachedKernel, PlanCache
 
 
 @triton.jit
@@ -349,16 +349,33 @@ USE_HOPPER_KERNEL = True
 def _preprocess(out, dout, lse, delta, lse2, cu_q, varlen, lse_strides, delta_strides, batch,
                 max_seqlen_q, seqlen_q, padded_len):
     """Launch `_bwd_preprocess` (STATS when padded_len > 0: lse2 is written too)."""
+    cfg = get_config("bwd_pre", out.shape[-1], out.dtype)
+    key = (cfg, varlen, out.shape, out.stride(), dout.stride(), lse_strides, delta_strides,
+           batch, max_seqlen_q, seqlen_q, padded_len)
+    launch = _PREPROCESS_PLANS.get(key) or _PREPROCESS_PLANS.add(key, _plan_preprocess(
+        out, dout, cfg, varlen, lse_strides, delta_strides, batch, max_seqlen_q, seqlen_q,
+        padded_len))
+    if launch is not _NOTHING:
+        launch(out, dout, lse, delta, lse2, cu_q)
+
+
+_PREPROCESS_PLANS = PlanCache()
+_NOTHING = object()  # the plan of a launch with no rows
+
+
+def _plan_preprocess(out, dout, cfg, varlen, lse_strides, delta_strides, batch, max_seqlen_q,
+                     seqlen_q, padded_len):
     num_heads, head_dim = out.shape[-2], out.shape[-1]
-    cfg = get_config("bwd_pre", head_dim, out.dtype)
     rows = max(max_seqlen_q, padded_len)
-    if rows > 0:
-        _preprocess_launch[(cdiv(rows, cfg.block_m), *batch_head_grid(batch, num_heads))](
-            out, dout, lse, delta, lse2, cu_q, *seq_strides(out, varlen),
-            *seq_strides(dout, varlen), *lse_strides, *delta_strides, num_heads, seqlen_q,
-            padded_len, HEAD_DIM=head_dim, IS_VARLEN=varlen, STATS=padded_len > 0,
-            BLOCK_M=cfg.block_m, BLOCK_D=padded_head_dim(head_dim), num_warps=cfg.num_warps,
-            num_stages=cfg.num_stages)
+    if rows <= 0:
+        return _NOTHING
+    return _preprocess_launch.bind(
+        (cdiv(rows, cfg.block_m), *batch_head_grid(batch, num_heads)),
+        (*seq_strides(out, varlen), *seq_strides(dout, varlen), *lse_strides, *delta_strides,
+         num_heads, seqlen_q, padded_len),
+        dict(HEAD_DIM=head_dim, IS_VARLEN=varlen, STATS=padded_len > 0, BLOCK_M=cfg.block_m,
+             BLOCK_D=padded_head_dim(head_dim), num_warps=cfg.num_warps,
+             num_stages=cfg.num_stages))
 
 
 def hopper_row_stats(out, dout, lse):

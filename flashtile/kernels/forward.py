@@ -9,6 +9,8 @@ writes O and the natural-log LSE exactly once.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
@@ -21,7 +23,7 @@ from .common import (LN2, LOAD_DESC, LOAD_PTR64, LOG2E, band_bounds, batch_head,
 from . import forward_hopper
 from .config import (SHORT_CAUSAL_MAX_ROWS, batch_head_grid, cdiv, get_config,
                      padded_head_dim)
-from .launcher import CachedKernel
+from .launcher import BoundLaunch, CachedKernel, PlanCache
 
 
 @triton.jit
@@ -291,6 +293,60 @@ FP8_P_PERM = True
 USE_HOPPER_KERNEL = True
 
 
+_PLANS = PlanCache()
+
+
+class _ForwardPlan(NamedTuple):
+    launch: BoundLaunch | None  # None: an empty grid, nothing to launch
+    boxes: tuple | None  # TMA block shapes of (q, k, v, out), None for pointer loads
+    grid: tuple
+    shared: dict  # keyword arguments the probs kernel shares
+    flags: dict
+    lse_strides: tuple
+    alibi_strides: tuple
+
+
+def _plan_forward(q, k, v, out, lse, alibi_slopes, cfg, loads, *, varlen, batch,
+                  max_seqlen_q, max_seqlen_k, softmax_scale, window_left, window_right, softcap,
+                  dropout_p, fp32_precision, v_t, p_perm, stride_vd) -> _ForwardPlan:
+    """Everything about a Triton forward launch but its tensors, from shapes, strides,
+    dtypes, options and the config (memoised by `attention_forward` on exactly those)."""
+    num_heads, head_dim = q.shape[-2], q.shape[-1]
+    kv_heads = k.shape[-2]
+    seqlen_q, seqlen_k = (0, 0) if varlen else (q.shape[1], k.shape[1])
+    is_fp8 = q.dtype == torch.float8_e4m3fn
+    has_alibi = alibi_slopes is not None
+    stride_lb, stride_lh = (0, lse.stride(0)) if varlen else (lse.stride(0), lse.stride(1))
+    stride_ab, stride_ah = alibi_slopes.stride() if has_alibi else (0, 0)
+    block_d = padded_head_dim(head_dim)
+    flags = dict(HEAD_DIM=head_dim, IS_VARLEN=varlen, HAS_ALIBI=has_alibi,
+                 HAS_DROPOUT=dropout_p > 0.0, PRECISION=dot_precision(q.dtype, fp32_precision),
+                 BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d)
+    shared = dict(num_heads=num_heads, kv_group=num_heads // kv_heads, seqlen_q=seqlen_q,
+                  seqlen_k=seqlen_k, max_seqlen_k=max_seqlen_k, dropout_p=dropout_p,
+                  **launch_scalars(softmax_scale=softmax_scale, softcap=softcap,
+                                   window_left=window_left, window_right=window_right,
+                                   max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k))
+    grid = (cdiv(max_seqlen_q, cfg.block_m), *batch_head_grid(batch, num_heads))
+    boxes = None
+    if loads == LOAD_DESC.value:
+        boxes = ([1, cfg.block_m, 1, block_d], [1, cfg.block_n, 1, block_d],
+                 [1, 1, block_d, cfg.block_n] if v_t else [1, cfg.block_n, 1, block_d],
+                 [1, cfg.block_m, 1, block_d])
+    launch = None
+    if grid[0] > 0 and grid[1] > 0:
+        trailing = (*seq_strides(q, varlen), *seq_strides(k, varlen), *seq_strides(v, varlen),
+                    *seq_strides(out, varlen), stride_lb, stride_lh, stride_ab, stride_ah,
+                    stride_vd, batch * kv_heads)
+        launch = _fwd_launch.bind(grid, trailing, dict(
+            **shared, **flags, LOADS=loads, IS_FP8=is_fp8, V_T=v_t,
+            PLAIN_SCORES=softcap == 0.0 and not has_alibi and softmax_scale > 0,
+            P_PERM=p_perm, LONGEST_FIRST=cfg.longest_first, num_warps=cfg.num_warps,
+            num_stages=cfg.num_stages))
+    return _ForwardPlan(launch, boxes, grid, shared, flags, (stride_lb, stride_lh),
+                        (stride_ab, stride_ah))
+
+
 def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                       softmax_scale: float, window_left: int, window_right: int, softcap: float,
                       alibi_slopes, dropout_p: float, seed, return_probs: bool,
@@ -308,14 +364,12 @@ def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
         batch = cu_seqlens_q.numel() - 1
         out = torch.zeros(q.shape, dtype=out_dtype, device=q.device)
         lse = torch.full((num_heads, total_q), float("-inf"), dtype=torch.float32, device=q.device)
-        stride_lb, stride_lh = 0, lse.stride(0)
         seqlen_q = seqlen_k = 0  # per item, read from cu_seqlens inside the kernel
     else:
         batch, seqlen_q, num_heads, head_dim = q.shape
         seqlen_k = k.shape[1]
         out = torch.empty(q.shape, dtype=out_dtype, device=q.device)
         lse = torch.empty((batch, num_heads, seqlen_q), dtype=torch.float32, device=q.device)
-        stride_lb, stride_lh = lse.stride(0), lse.stride(1)
     kv_heads = k.shape[-2]
     descale = lse  # placeholder, never read
     if is_fp8:
@@ -331,58 +385,49 @@ def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
         return out, lse, None
     cfg = get_config("fwd", head_dim, q.dtype, short_causal=window_right == 0
                      and max_seqlen_q <= SHORT_CAUSAL_MAX_ROWS)
-    scalars = launch_scalars(softmax_scale=softmax_scale, softcap=softcap,
-                             window_left=window_left, window_right=window_right,
-                             max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k)
-    has_alibi = alibi_slopes is not None
-    has_dropout = dropout_p > 0.0
-    alibi = alibi_slopes if has_alibi else lse  # placeholders are never read
-    seed_t = seed if has_dropout else lse
-    stride_ab, stride_ah = alibi_slopes.stride() if has_alibi else (0, 0)
-    cu_q = cu_seqlens_q if varlen else lse
-    cu_k = cu_seqlens_k if varlen else lse
-    flags = dict(HEAD_DIM=head_dim, IS_VARLEN=varlen, HAS_ALIBI=has_alibi,
-                 HAS_DROPOUT=has_dropout, PRECISION=dot_precision(q.dtype, fp32_precision),
-                 BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=padded_head_dim(head_dim))
-    shared = dict(num_heads=num_heads, kv_group=num_heads // kv_heads, seqlen_q=seqlen_q,
-                  seqlen_k=seqlen_k, max_seqlen_k=max_seqlen_k, dropout_p=dropout_p, **scalars)
-    grid = (cdiv(max_seqlen_q, cfg.block_m), *batch_head_grid(batch, num_heads))
-    stride_vd = 1
     v_t = is_fp8 and FP8_V_TRANSPOSED
     p_perm = v_t and FP8_P_PERM and not varlen
+    vt, stride_vd = None, 1
     if v_t:
         v, vt, stride_vd = transposed_v(v, p_perm)
     srcs = (q, k, v, out)
-    use_desc = (cfg.tma and not varlen and descriptor_ok(*((q, k, vt, out) if v_t else srcs))
-                and descriptors_pay(batch, num_heads, seqlen_q, seqlen_k, head_dim,
-                                    window_right == 0))
-    loads = pointer_mode(max(max_seqlen_q, max_seqlen_k), *srcs)
-    if use_desc:
+    if (cfg.tma and not varlen and descriptor_ok(*((q, k, vt, out) if v_t else srcs))
+            and descriptors_pay(batch, num_heads, seqlen_q, seqlen_k, head_dim,
+                                window_right == 0)):
         loads = LOAD_DESC.value
-        block_d = flags["BLOCK_D"]
-        v_desc = (box_descriptor(vt, [1, 1, block_d, cfg.block_n]) if v_t
-                  else make_descriptor(v, cfg.block_n, block_d))
-        srcs = (make_descriptor(q, cfg.block_m, block_d), make_descriptor(k, cfg.block_n, block_d),
-                v_desc, make_descriptor(out, cfg.block_m, block_d))
-    if grid[0] > 0 and grid[1] > 0:
-        _fwd_launch[grid](
-            *srcs, lse, cu_q, cu_k, alibi, seed_t, descale,
-            *seq_strides(q, varlen), *seq_strides(k, varlen), *seq_strides(v, varlen),
-            *seq_strides(out, varlen), stride_lb, stride_lh, stride_ab, stride_ah, stride_vd,
-            batch * kv_heads, **shared, **flags, LOADS=loads, IS_FP8=is_fp8, V_T=v_t,
-            PLAIN_SCORES=softcap == 0.0 and not has_alibi and softmax_scale > 0,
-            P_PERM=p_perm, LONGEST_FIRST=cfg.longest_first,
-            num_warps=cfg.num_warps,
-            num_stages=cfg.num_stages)
+    else:
+        loads = pointer_mode(max(max_seqlen_q, max_seqlen_k), *srcs)
+    has_alibi = alibi_slopes is not None
+    # everything `_plan_forward` reads
+    key = (cfg, loads, v_t, p_perm, varlen, batch, max_seqlen_q, max_seqlen_k, softmax_scale,
+           window_left, window_right, softcap, dropout_p, fp32_precision, q.dtype, q.shape,
+           q.stride(), k.shape, k.stride(), v.shape, v.stride(), stride_vd, out.stride(),
+           lse.stride(), alibi_slopes.stride() if has_alibi else None)
+    plan = _PLANS.get(key) or _PLANS.add(key, _plan_forward(
+        q, k, v, out, lse, alibi_slopes, cfg, loads, varlen=varlen, batch=batch,
+        max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, softmax_scale=softmax_scale,
+        window_left=window_left, window_right=window_right, softcap=softcap,
+        dropout_p=dropout_p, fp32_precision=fp32_precision, v_t=v_t, p_perm=p_perm,
+        stride_vd=stride_vd))
+    placeholder = lse  # for the tensors a call does not have (never read)
+    cu_q, cu_k = (cu_seqlens_q, cu_seqlens_k) if varlen else (placeholder, placeholder)
+    alibi = alibi_slopes if has_alibi else placeholder
+    seed_t = seed if dropout_p > 0.0 else placeholder
+    if plan.boxes is not None:  # TMA: descriptors over this call's tensors
+        q_box, k_box, v_box, o_box = plan.boxes
+        srcs = (box_descriptor(q, q_box), box_descriptor(k, k_box),
+                box_descriptor(vt if v_t else v, v_box), box_descriptor(out, o_box))
+    if plan.launch is not None:
+        plan.launch(*srcs, lse, cu_q, cu_k, alibi, seed_t, descale)
 
     probs = None
     if return_probs:
         probs = torch.zeros((batch, num_heads, max_seqlen_q, max_seqlen_k), dtype=torch.float32,
                             device=q.device)
-        if grid[0] > 0 and grid[1] > 0:
-            _probs_launch[grid](
+        if plan.launch is not None:
+            _probs_launch[plan.grid](
                 q, k, lse, probs, cu_q, cu_k, alibi, seed_t,
-                *seq_strides(q, varlen), *seq_strides(k, varlen), stride_lb, stride_lh,
-                probs.stride(1), probs.stride(2), stride_ab, stride_ah,
-                **shared, **flags, num_warps=cfg.num_warps, num_stages=1)
+                *seq_strides(q, varlen), *seq_strides(k, varlen), *plan.lse_strides,
+                probs.stride(1), probs.stride(2), *plan.alibi_strides, **plan.shared,
+                **plan.flags, num_warps=cfg.num_warps, num_stages=1)
     return out, lse, probs

@@ -25,6 +25,8 @@ the GPU tests but are slower than the Triton kernel, so they are off.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
@@ -34,7 +36,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
 from .common import LN2, LOG2E, TMA_MIN_FLOPS, transposed_v
 from .config import batch_head_grid
 from .hopper_common import dense_call_ok, descriptor
-from .launcher import CachedKernel
+from .launcher import BoundLaunch, CachedKernel, PlanCache
 
 
 @gluon.jit
@@ -327,22 +329,38 @@ def attention_forward(q, k, v, out, lse, *, softmax_scale: float, causal: bool,
     """Fill out and lse (what `forward.attention_forward` allocated) for a call
     `supports` accepted. q, k, v, out: (B, S, H, D); lse (B, H, Sq) fp32. FP8: descale
     fp32 (3, B, Hk); V is transposed here, keys in `_p_operand`'s order."""
+    is_fp8 = q.dtype == torch.float8_e4m3fn
+    config = CONFIGS[_row(q.dtype, q.shape[-1])]
+    key = (config, q.dtype, q.shape, k.shape, causal, softmax_scale, lse.stride())
+    plan = _PLANS.get(key) or _PLANS.add(key, _plan(q, k, lse, config, softmax_scale, causal))
+    q_box, kv_box, vt_box = plan.boxes
+    if is_fp8:  # (B, Hk, D, S rounded up to 16)
+        v_desc = descriptor(transposed_v(v, permute_keys=True)[1], vt_box)
+    else:
+        v_desc = descriptor(v, kv_box)
+    plan.launch(descriptor(q, q_box), descriptor(k, kv_box), v_desc, descriptor(out, q_box),
+                lse, descale if is_fp8 else lse)
+
+
+class _Plan(NamedTuple):
+    launch: BoundLaunch
+    boxes: tuple  # TMA block shapes: q / out, k / v, FP8's transposed v
+
+
+def _plan(q, k, lse, config, softmax_scale: float, causal: bool) -> _Plan:
+    """The launch for these shapes, dtype, options and config row (memoised on them)."""
     batch, seqlen_q, num_heads, head_dim = q.shape
     seqlen_k, kv_heads = k.shape[1], k.shape[2]
-    block_n, stages, consumer_regs, loader_regs = CONFIGS[_row(q.dtype, head_dim)]
-    is_fp8 = q.dtype == torch.float8_e4m3fn
-    q_desc = descriptor(q, [1, ROWS, 1, head_dim])
-    k_desc = descriptor(k, [1, block_n, 1, head_dim])
-    if is_fp8:  # (B, Hk, D, S rounded up to 16)
-        v_desc = descriptor(transposed_v(v, permute_keys=True)[1], [1, 1, head_dim, block_n])
-    else:
-        v_desc = descriptor(v, [1, block_n, 1, head_dim])
-    o_desc = descriptor(out, [1, ROWS, 1, head_dim])
+    block_n, stages, consumer_regs, loader_regs = config
     grid = (-(-seqlen_q // (2 * ROWS)), *batch_head_grid(batch, num_heads))
-    _fwd_launch[grid](
-        q_desc, k_desc, v_desc, o_desc, lse, descale if is_fp8 else lse,
-        lse.stride(0), lse.stride(1), batch * kv_heads, num_heads, num_heads // kv_heads,
-        seqlen_q, seqlen_k, softmax_scale * LOG2E,
-        HEAD_DIM=head_dim, BLOCK_N=block_n, STAGES=stages, CAUSAL=causal, IS_FP8=is_fp8,
-        LONGEST_FIRST=causal, CONSUMER_REGS=consumer_regs, LOADER_REGS=loader_regs,
-        num_warps=4)
+    trailing = (lse.stride(0), lse.stride(1), batch * kv_heads, num_heads, num_heads // kv_heads,
+                seqlen_q, seqlen_k, softmax_scale * LOG2E)
+    launch = _fwd_launch.bind(grid, trailing, dict(
+        HEAD_DIM=head_dim, BLOCK_N=block_n, STAGES=stages, CAUSAL=causal,
+        IS_FP8=q.dtype == torch.float8_e4m3fn, LONGEST_FIRST=causal,
+        CONSUMER_REGS=consumer_regs, LOADER_REGS=loader_regs, num_warps=4))
+    return _Plan(launch, ([1, ROWS, 1, head_dim], [1, block_n, 1, head_dim],
+                          [1, 1, head_dim, block_n]))
+
+
+_PLANS = PlanCache()

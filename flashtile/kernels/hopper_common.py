@@ -18,6 +18,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from .common import box_descriptor, descriptor_ok, forward_flops
 from .config import batch_head_grid, interpreter_active
+from .launcher import BoundLaunch, PlanCache
 
 GL_DTYPES = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16,
              torch.float8_e4m3fn: gl.float8e4nv, torch.float32: gl.float32}
@@ -121,23 +122,34 @@ def launch_backward(kernel, keys: int, block_m: int, dout, q, k, v, stats, dq, d
     """The host side both Gluon backward kernels share: an fp32 dQ buffer (zeroed, added
     into by the kernel, copied into dq), descriptors, one CTA per `keys` keys of each
     (batch, KV head), dK / dV written directly (equal strides)."""
-    batch, seqlen_q, num_heads, head_dim = q.shape
-    seqlen_k, kv_heads = k.shape[1], k.shape[2]
     if dk.stride() != dv.stride():
         raise ValueError("dk and dv must have equal strides")
-    dq_acc = torch.zeros((batch, seqlen_q, num_heads, head_dim), dtype=torch.float32,
-                         device=q.device)
-    grid = (-(-seqlen_k // keys), *batch_head_grid(batch, kv_heads))
-    kernel[grid](
-        descriptor(q, [1, block_m, 1, head_dim]),
-        descriptor(dout, [1, block_m, 1, head_dim]),
-        descriptor(k, [1, keys, 1, head_dim]),
-        descriptor(v, [1, keys, 1, head_dim]),
-        descriptor(dq_acc, [1, block_m, 1, 32]),  # 128 bytes: the swizzle span
-        dk, dv, stats, stats.shape[-1], dk.stride(0), dk.stride(1), dk.stride(2),
-        num_heads, kv_heads, seqlen_q, seqlen_k, softmax_scale / math.log(2.0), softmax_scale,
-        CAUSAL=causal, num_warps=4, **constexprs)
+    key = (kernel, keys, block_m, q.shape, k.shape, dk.stride(), stats.shape, softmax_scale,
+           causal, *constexprs.items())
+    launch = _BACKWARD_PLANS.get(key) or _BACKWARD_PLANS.add(key, _plan_backward(
+        kernel, keys, q, k, stats, dk, softmax_scale, causal, constexprs))
+    head_dim = q.shape[-1]
+    dq_acc = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
+    q_box, kv_box = [1, block_m, 1, head_dim], [1, keys, 1, head_dim]
+    launch(descriptor(q, q_box), descriptor(dout, q_box), descriptor(k, kv_box),
+           descriptor(v, kv_box),
+           descriptor(dq_acc, [1, block_m, 1, 32]),  # 128 bytes: the swizzle span
+           dk, dv, stats)
     dq.copy_(dq_acc)
+
+
+_BACKWARD_PLANS = PlanCache()
+
+
+def _plan_backward(kernel, keys: int, q, k, stats, dk, softmax_scale: float, causal: bool,
+                   constexprs: dict) -> BoundLaunch:
+    """`launch_backward`'s launch for these shapes and options (memoised on them)."""
+    batch, seqlen_q, num_heads, _ = q.shape
+    seqlen_k, kv_heads = k.shape[1], k.shape[2]
+    grid = (-(-seqlen_k // keys), *batch_head_grid(batch, kv_heads))
+    trailing = (stats.shape[-1], *dk.stride()[:3], num_heads, kv_heads, seqlen_q, seqlen_k,
+                softmax_scale / math.log(2.0), softmax_scale)
+    return kernel.bind(grid, trailing, dict(CAUSAL=causal, num_warps=4, **constexprs))
 
 
 @gluon.jit

@@ -17,6 +17,11 @@ reuse the kernel Triton itself would have picked. Two per-launch checks of Trito
 not repeated on a hit: that the kernel's used globals still hold their compile-time
 values, and `pre_run_hooks` (flashtile's kernels read only constants and register none).
 Arguments of other kinds (tuples, pointer wrappers) keep Triton's own path.
+
+`CachedKernel.bind` goes one step further for call sites that memoise their launch
+plans (`plans.PlanCache`): a `BoundLaunch` fixes the grid, the trailing arguments and
+the keywords, so a call passes only its leading tensors / descriptors and the key is
+built from those alone.
 """
 
 from __future__ import annotations
@@ -123,3 +128,87 @@ class CachedKernel:
 
     def cache_size(self) -> int:
         return len(self._entries)
+
+    def bind(self, grid: tuple, trailing: tuple, kwargs: dict) -> BoundLaunch:
+        """This kernel with `grid`, the positional arguments after the per-call ones
+        (`trailing`, plain scalars) and `kwargs` fixed: see `BoundLaunch`."""
+        return BoundLaunch(self, grid, trailing, kwargs)
+
+
+_PLAN_CACHES: list = []
+# False: every call builds its plan again (A/B runs, benchmarks/host_plans.py)
+USE_PLANS = True
+
+
+def clear_plans() -> None:
+    """Forget every memoised launch plan (after changing a module constant that plan
+    builders read, such as config.MAX_GRID_YZ in a test)."""
+    for cache in _PLAN_CACHES:
+        cache._plans.clear()
+
+
+class PlanCache:
+    """Launch plans (`BoundLaunch`es and what a call site derives with them) by a key
+    holding everything they are computed from: shapes, strides, dtypes, options, the
+    chosen config. Dropped wholesale past MAX_ENTRIES, like the launch cache."""
+
+    def __init__(self):
+        self._plans: dict = {}
+        _PLAN_CACHES.append(self)
+
+    def get(self, key):
+        return self._plans.get(key) if USE_PLANS else None
+
+    def add(self, key, plan):
+        if len(self._plans) >= MAX_ENTRIES:
+            self._plans.clear()
+        self._plans[key] = plan
+        return plan
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+
+class BoundLaunch:
+    """`kernel[grid](*lead, *trailing, **kwargs)` with all but `lead` fixed at bind time,
+    so a call keys only its leading arguments (tensors / descriptors, by type and
+    `_key_part`) with the device and Triton's knobs: with the fixed part that is the
+    launch cache's whole key, so a hit is what `CachedKernel.launch` would reuse.
+    Misses, launch hooks and the interpreter go through `CachedKernel.launch`."""
+
+    __slots__ = ("cached", "grid", "trailing", "kwargs", "_grid3", "_kernels")
+
+    def __init__(self, cached: CachedKernel, grid: tuple, trailing: tuple, kwargs: dict):
+        self.cached, self.grid, self.trailing, self.kwargs = cached, grid, trailing, kwargs
+        self._grid3 = (*grid, 1, 1)[:3]
+        self._kernels: dict = {}  # key of the leading arguments -> (kernel, full tail)
+
+    def __call__(self, *lead):
+        runtime = knobs.runtime
+        enter, exit_ = runtime.launch_enter_hook, runtime.launch_exit_hook
+        cached = self.cached
+        if not cached._direct or _hooked(enter) or _hooked(exit_):
+            return cached.launch(self.grid, (*lead, *self.trailing), self.kwargs)
+        device = driver.active.get_current_device()
+        try:
+            key = (device, runtime.debug, knobs.compilation.instrumentation_mode,
+                   *map(type, lead), *map(_key_part, lead))
+        except TypeError:  # (see _key_part)
+            return cached.launch(self.grid, (*lead, *self.trailing), self.kwargs)
+        hit = self._kernels.get(key)
+        if hit is None:
+            kernel = cached.launch(self.grid, (*lead, *self.trailing), self.kwargs)
+            if getattr(kernel, "function", None) is not None:
+                self._kernels[key] = (kernel, self._tail(len(lead)))
+            return kernel
+        kernel, tail = hit
+        kernel.run(*self._grid3, driver.active.get_current_stream(device), kernel.function,
+                   kernel.packed_metadata, None, enter, exit_, *lead, *tail)
+        return kernel
+
+    def _tail(self, n_lead: int) -> tuple:
+        """Everything after the leading arguments, in signature order (defaults filled)."""
+        cached = self.cached
+        named = {**cached._defaults, **self.kwargs}
+        rest = cached._names[n_lead + len(self.trailing):]
+        return (*self.trailing, *(named[name] for name in rest))
