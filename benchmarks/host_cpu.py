@@ -3,9 +3,10 @@
 kernel's launch replaced by a no-op, so flashtile's Python (its launch cache included)
 and torch's autograd remain.
 d128, 16 x 1k tokens, causal, inputs requiring grad (the suite's 1k forward shape);
---backward: forward and backward (torch.autograd.grad), 1 x 128 tokens.
+--backward: forward and backward (torch.autograd.grad), 1 x 128 tokens; --decode: one
+decode step (flash_attn_with_kvcache, 32 query heads, 8 KV heads, 4k-token cache).
 
-    python3 benchmarks/host_cpu.py [--calls 5000] [--backward] [--profile]
+    python3 benchmarks/host_cpu.py [--calls 5000] [--backward | --decode] [--profile]
 
 (Triton's own `JITFunction.run`, which the launch cache skips on repeat calls, and the
 C launcher are not included: benchmarks/host_launch.py measures them on the GPU.)
@@ -27,7 +28,7 @@ import torch
 
 import flashtile
 from flashtile import backend
-from flashtile.kernels import backward, forward, launcher
+from flashtile.kernels import backward, decode, forward, launcher
 
 
 class _Compiled:
@@ -59,9 +60,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=5000)
     ap.add_argument("--backward", action="store_true")
+    ap.add_argument("--decode", action="store_true", help="a decode step, 4k-token cache")
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
-    for module in (forward, backward):
+    for module in (forward, backward, decode):
         for kernel in vars(module).values():
             if isinstance(kernel, launcher.CachedKernel):
                 kernel.fn, kernel._direct = _Jit(kernel.fn.fn), True
@@ -70,7 +72,13 @@ def main():
     shape = (1, 128, 16, 128) if args.backward else (16, 1024, 16, 128)
     q, k, v, do = (torch.randn(shape, dtype=torch.bfloat16, requires_grad=i < 3)
                    for i in range(4))
-    if args.backward:
+    if args.decode:
+        qd = torch.randn(1, 1, 32, 128, dtype=torch.bfloat16)
+        kc, vc = (torch.randn(1, 4096, 8, 128, dtype=torch.bfloat16) for _ in range(2))
+        lens = torch.full((1,), 4000, dtype=torch.int32)
+        call = lambda: flashtile.flash_attn_with_kvcache(  # noqa: E731
+            qd, kc, vc, cache_seqlens=lens, causal=True)
+    elif args.backward:
         def call():
             out = flashtile.flash_attn_func(q, k, v, causal=True)
             torch.autograd.grad(out, (q, k, v), do)
@@ -81,7 +89,8 @@ def main():
     start = time.perf_counter()
     for _ in range(args.calls):
         call()
-    what = "forward + backward" if args.backward else "flash_attn_func, autograd on"
+    what = ("decode step" if args.decode else "forward + backward" if args.backward
+            else "flash_attn_func, autograd on")
     print(f"{(time.perf_counter() - start) / args.calls * 1e6:.1f} us per call "
           f"({what}, kernel launch stubbed)")
     if args.profile:

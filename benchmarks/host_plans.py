@@ -4,7 +4,7 @@ and the suite's 1k-token rows (16 x 1k tokens, model dim 2048, bf16, do_bench me
 head dims 64 / 128 / 256, causal and not, forward (inputs requiring grad, as the suite
 times it) and backward, with torch SDPA's flash and cuDNN backends in the same process.
 
-    python3 benchmarks/host_plans.py [--rounds 4] [--out DIR]
+    python3 benchmarks/host_plans.py [--rounds 4] [--out DIR] [--host-only]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--host-only", action="store_true", help="skip the suite's 1k rows")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     print(torch.cuda.get_device_name(), flush=True)
@@ -40,7 +41,7 @@ def main():
                 host.setdefault(label, []).append(host_us(call))
     rows = [(d, causal, mode) for d in (64, 128, 256) for causal in (True, False)
             for mode in ("fwd", "bwd")]
-    for r in range(max(2, args.rounds // 2)):
+    for r in range(0 if args.host_only else max(2, args.rounds // 2)):
         for d, causal, mode in rows:
             name = f"d{d} {'causal' if causal else 'full'} {mode}"
             for on in ((True, False) if r % 2 == 0 else (False, True)):

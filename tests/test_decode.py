@@ -339,6 +339,26 @@ def test_kernel_partials_merge_like_merge_attention_states():
     torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
 
 
+def test_decode_steps_reuse_their_launch_plan():
+    """Steps with the same shapes and options reuse one memoised plan (decode.py's
+    `_PLANS`) on new values and lengths; each step matches the reference."""
+    from flashtile.kernels import decode
+    decode._PLANS._plans.clear()
+    gen = torch.Generator().manual_seed(4)
+    B, H, Hk, D, S = 2, 4, 2, 32, 96
+    kc = torch.randn(B, S, Hk, D, generator=gen).to(DEVICE)
+    vc = torch.randn(B, S, Hk, D, generator=gen).to(DEVICE)
+    for lens in ([40, 96], [41, 7], [90, 1]):
+        q = torch.randn(B, 1, H, D, generator=gen).to(DEVICE)
+        seqlens = torch.tensor(lens, dtype=torch.int32, device=DEVICE)
+        out, _ = decode_attention(q, kc, vc, seqlens, softmax_scale=D ** -0.5, window_right=0,
+                                  num_splits=3, fp32_precision="ieee")
+        keep = torch.arange(S, device=DEVICE)[None] < seqlens[:, None].long()
+        ref, _ = attention_ref(q, kc, vc, key_padding_mask=keep, causal=True)
+        torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
+    assert len(decode._PLANS) == 1
+
+
 def test_torch_and_triton_paths_agree():
     """Same call on both backends (fp32): same cache, same output."""
     gen = torch.Generator().manual_seed(5)

@@ -419,6 +419,16 @@ def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, m
     dk = make(k.shape, dtype=k.dtype, device=k.device)
     dv = make(v.shape, dtype=v.dtype, device=v.device)
     lse = lse.contiguous()  # a no-op for the forward's own lse
+    if (USE_HOPPER_KERNEL and not varlen and batch > 0 and num_heads > 0
+            and backward_hopper.supports(
+                q, k, v, dout, softmax_scale=softmax_scale, window_left=window_left,
+                window_right=window_right, softcap=softcap, alibi_slopes=alibi_slopes,
+                dropout_p=dropout_p, deterministic=deterministic)):
+        stats = hopper_row_stats(out, dout, lse)
+        backward_hopper.attention_backward(dout, q, k, v, stats, dq, dk, dv,
+                                           softmax_scale=softmax_scale,
+                                           causal=window_right == 0)
+        return dq, dk, dv
     stride_lb, stride_lh = (0, lse.stride(0)) if varlen else (lse.stride(0), lse.stride(1))
 
     scalars = launch_scalars(softmax_scale=softmax_scale, softcap=softcap,
@@ -434,17 +444,6 @@ def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, m
     block_d = padded_head_dim(head_dim)
     if batch == 0 or num_heads == 0:
         return dq.zero_(), dk.zero_(), dv.zero_()
-
-    hopper = USE_HOPPER_KERNEL and not varlen and backward_hopper.supports(
-        q, k, v, dout, softmax_scale=softmax_scale, window_left=window_left,
-        window_right=window_right, softcap=softcap, alibi_slopes=alibi_slopes,
-        dropout_p=dropout_p, deterministic=deterministic)
-    if hopper:
-        stats = hopper_row_stats(out, dout, lse)
-        backward_hopper.attention_backward(dout, q, k, v, stats, dq, dk, dv,
-                                           softmax_scale=softmax_scale,
-                                           causal=window_right == 0)
-        return dq, dk, dv
 
     # 1. Delta = rowsum(dO * O)
     delta = torch.zeros_like(lse)  # fp32, same layout as lse

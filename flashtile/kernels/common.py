@@ -31,6 +31,7 @@ import math
 import torch
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from .config import interpreter_active
 
@@ -327,8 +328,7 @@ def box_descriptor(x: torch.Tensor, block_shape: list[int], cls=None, **fields):
     """A descriptor over all of `x` that moves `block_shape` boxes (zero fill outside):
     Triton's host TensorDescriptor, or `cls` (Gluon's, with its extra `fields`), built
     without the dataclass's __post_init__, so x must have passed `descriptor_ok`."""
-    if cls is None:
-        from triton.tools.tensor_descriptor import TensorDescriptor as cls
+    cls = cls or TensorDescriptor
     desc = cls.__new__(cls)
     desc.base, desc.shape, desc.strides, desc.padding = x, list(x.shape), list(x.stride()), "zero"
     desc.block_shape = block_shape

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import torch
 import triton
@@ -46,7 +47,7 @@ import triton.language as tl
 from .common import LN2, LOG2E, dot_precision, launch_scalars, score_tile, visible_mask
 from .config import (MAX_GRID_YZ, KernelConfig, cdiv, get_config, interpreter_active,
                      padded_head_dim)
-from .launcher import CachedKernel
+from .launcher import BoundLaunch, CachedKernel, PlanCache
 
 # ----------------------------------------------------------------------------
 # device side
@@ -402,6 +403,71 @@ def choose_num_splits(batch: int, kv_heads: int, row_blocks: int, key_capacity: 
                                 max(1, key_capacity // min_keys))
 
 
+class _DecodePlan(NamedTuple):
+    decode: BoundLaunch | None  # None: nothing to launch (no batch or no rows)
+    merge: BoundLaunch | None
+    part_shape: tuple | None  # the per-split partial outputs' shape, None without a split
+
+
+_PLANS = PlanCache()
+
+
+def _plan_decode(q, k_cache, v_cache, block_table, alibi_slopes, has_leftpad: bool,
+                 has_batch_idx: bool, *, config, num_splits: int, softmax_scale: float,
+                 window_left: int, window_right: int, softcap: float,
+                 fp32_precision: str) -> _DecodePlan:
+    """`decode_attention`'s launches for these shapes, strides and options (memoised)."""
+    batch, seqlen_q, heads, head_dim = q.shape
+    paged = block_table is not None
+    kv_heads = k_cache.shape[2]
+    group = heads // kv_heads
+    capacity = k_cache.shape[1] * (block_table.shape[1] if paged else 1)
+    rows = seqlen_q * group
+    cfg = config or decode_config(rows, head_dim, q.dtype)
+    row_blocks = cdiv(rows, cfg.block_m)
+    if num_splits == 0:
+        span = capacity  # keys a row block may see (no host sync: not the live lengths)
+        if window_left >= 0 and window_right >= 0:
+            span = min(capacity, window_left + window_right + seqlen_q)
+        num_splits = choose_num_splits(batch, kv_heads, row_blocks, span, q.device, cfg,
+                                       head_dim, q.element_size())
+    # More splits than key tiles would only add empty chunks: same result, fewer programs.
+    num_splits = max(1, min(int(num_splits), cdiv(capacity, cfg.block_n), MAX_GRID_YZ))
+    if batch == 0 or rows == 0:
+        return _DecodePlan(None, None, None)
+    split = num_splits > 1
+    # out and lse are fresh contiguous (B, Sq, H, D) / (B, H, Sq) tensors
+    out_strides = (seqlen_q * heads * head_dim, heads * head_dim, head_dim)
+    lse_strides = (heads * seqlen_q, seqlen_q)
+    scalars = launch_scalars(softmax_scale=softmax_scale, softcap=softcap,
+                             window_left=window_left, window_right=window_right,
+                             max_seqlen_q=seqlen_q, max_seqlen_k=capacity)
+    has_alibi = alibi_slopes is not None
+    stride_ab, stride_ah = alibi_slopes.stride() if has_alibi else (0, 0)
+    decode = _decode_launch.bind(
+        (batch * kv_heads * row_blocks, num_splits),
+        (*q.stride()[:3], *k_cache.stride()[:3], *v_cache.stride()[:3], *out_strides,
+         *lse_strides, block_table.stride(0) if paged else 0, stride_ab, stride_ah,
+         seqlen_q, kv_heads, num_splits, scalars["window_left"], scalars["window_right"],
+         scalars["score_mul"], scalars["cap_mul"]),
+        dict(GROUP=group, HEAD_DIM=head_dim, PAGE_SIZE=k_cache.shape[1] if paged else 0,
+             HAS_LEFTPAD=has_leftpad, HAS_BATCH_IDX=has_batch_idx and not paged,
+             HAS_SOFTCAP=scalars["HAS_SOFTCAP"], HAS_ALIBI=has_alibi, SPLIT=split,
+             PRECISION=dot_precision(q.dtype, fp32_precision), BLOCK_M=cfg.block_m,
+             BLOCK_N=cfg.block_n, BLOCK_D=padded_head_dim(head_dim),
+             num_warps=cfg.num_warps, num_stages=_stages(cfg.num_stages, paged)))
+    if not split:
+        return _DecodePlan(decode, None, None)
+    interpreted = interpreter_active()
+    merge = _merge_launch.bind(
+        (batch * kv_heads * rows, ),
+        (*out_strides, *lse_strides, seqlen_q, kv_heads, num_splits),
+        dict(GROUP=group, HEAD_DIM=head_dim,
+             SPLIT_BLOCK=min(1 << (num_splits - 1).bit_length(), 16 if interpreted else 64),
+             BLOCK_D=padded_head_dim(head_dim), num_warps=1 if interpreted else 4))
+    return _DecodePlan(decode, merge, (num_splits, batch * kv_heads, rows, head_dim))
+
+
 def decode_attention(q, k_cache, v_cache, cache_seqlens, *, cache_leftpad=None,
                      cache_batch_idx=None, block_table=None, softmax_scale: float,
                      window_left: int = -1, window_right: int = -1, softcap: float = 0.0,
@@ -429,67 +495,35 @@ def decode_attention(q, k_cache, v_cache, cache_seqlens, *, cache_leftpad=None,
     Returns:
         out (B, Sq, H, D) in q's dtype and lse (B, H, Sq) fp32 natural log.
     """
-    batch, seqlen_q, heads, head_dim = q.shape
     paged = block_table is not None
-    kv_heads = k_cache.shape[2]
-    group = heads // kv_heads
-    capacity = k_cache.shape[1] * (block_table.shape[1] if paged else 1)
+    has_alibi = alibi_slopes is not None
+    # everything `_plan_decode` reads
+    key = (config, num_splits, q.dtype, q.device, q.shape, q.stride(), k_cache.shape,
+           k_cache.stride(), v_cache.stride(), block_table.shape if paged else None,
+           block_table.stride() if paged else None, cache_leftpad is not None,
+           cache_batch_idx is not None, alibi_slopes.stride() if has_alibi else None,
+           softmax_scale, window_left, window_right, softcap, fp32_precision)
+    plan = _PLANS.get(key) or _PLANS.add(key, _plan_decode(
+        q, k_cache, v_cache, block_table, alibi_slopes, cache_leftpad is not None,
+        cache_batch_idx is not None, config=config, num_splits=num_splits,
+        softmax_scale=softmax_scale, window_left=window_left, window_right=window_right,
+        softcap=softcap, fp32_precision=fp32_precision))
+    batch, seqlen_q, heads, _ = q.shape
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     lse = torch.empty((batch, heads, seqlen_q), dtype=torch.float32, device=q.device)
-    rows = seqlen_q * group
-    cfg = config or decode_config(rows, head_dim, q.dtype)
-    row_blocks = cdiv(rows, cfg.block_m)
-    if num_splits == 0:
-        span = capacity  # keys a row block may see (no host sync: not the live lengths)
-        if window_left >= 0 and window_right >= 0:
-            span = min(capacity, window_left + window_right + seqlen_q)
-        num_splits = choose_num_splits(batch, kv_heads, row_blocks, span, q.device, cfg,
-                                       head_dim, q.element_size())
-    # More splits than key tiles would only add empty chunks: same result, fewer programs.
-    num_splits = max(1, min(int(num_splits), cdiv(capacity, cfg.block_n), MAX_GRID_YZ))
-    if batch == 0 or rows == 0:
-        return (out, lse, None) if return_partials else (out, lse)
-    split = num_splits > 1
+    split = plan.part_shape is not None
+    o_part = l_part = lse  # placeholders, never touched without a split
     if split:
-        o_part = torch.empty((num_splits, batch * kv_heads, rows, head_dim),
-                             dtype=torch.float32, device=q.device)
-        l_part = torch.empty((num_splits, batch * kv_heads, rows), dtype=torch.float32,
-                             device=q.device)
-    else:
-        o_part = l_part = lse  # placeholders, never touched
-    scalars = launch_scalars(softmax_scale=softmax_scale, softcap=softcap,
-                             window_left=window_left, window_right=window_right,
-                             max_seqlen_q=seqlen_q, max_seqlen_k=capacity)
-    has_alibi = alibi_slopes is not None
-    stride_ab, stride_ah = alibi_slopes.stride() if has_alibi else (0, 0)
-    dummy = cache_seqlens
-    _decode_launch[(batch * kv_heads * row_blocks, num_splits)](
-        q, k_cache, v_cache, out, lse, o_part, l_part, cache_seqlens,
-        dummy if cache_leftpad is None else cache_leftpad,
-        dummy if cache_batch_idx is None or paged else cache_batch_idx,
-        block_table if paged else dummy, alibi_slopes if has_alibi else lse,
-        q.stride(0), q.stride(1), q.stride(2),
-        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
-        out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
-        block_table.stride(0) if paged else 0, stride_ab, stride_ah,
-        seqlen_q, kv_heads, num_splits, scalars["window_left"], scalars["window_right"],
-        scalars["score_mul"], scalars["cap_mul"],
-        GROUP=group, HEAD_DIM=head_dim, PAGE_SIZE=k_cache.shape[1] if paged else 0,
-        HAS_LEFTPAD=cache_leftpad is not None,
-        HAS_BATCH_IDX=cache_batch_idx is not None and not paged,
-        HAS_SOFTCAP=scalars["HAS_SOFTCAP"], HAS_ALIBI=has_alibi, SPLIT=split,
-        PRECISION=dot_precision(q.dtype, fp32_precision), BLOCK_M=cfg.block_m,
-        BLOCK_N=cfg.block_n, BLOCK_D=padded_head_dim(head_dim),
-        num_warps=cfg.num_warps, num_stages=_stages(cfg.num_stages, paged))
-    if split:
-        interpreted = interpreter_active()
-        split_block = min(1 << (num_splits - 1).bit_length(), 16 if interpreted else 64)
-        _merge_launch[(batch * kv_heads * rows, )](
-            o_part, l_part, out, lse, out.stride(0), out.stride(1), out.stride(2),
-            lse.stride(0), lse.stride(1), seqlen_q, kv_heads, num_splits,
-            GROUP=group, HEAD_DIM=head_dim, SPLIT_BLOCK=split_block,
-            BLOCK_D=padded_head_dim(head_dim), num_warps=1 if interpreted else 4)
+        o_part = torch.empty(plan.part_shape, dtype=torch.float32, device=q.device)
+        l_part = torch.empty(plan.part_shape[:-1], dtype=torch.float32, device=q.device)
+    if plan.decode is not None:
+        dummy = cache_seqlens
+        plan.decode(q, k_cache, v_cache, out, lse, o_part, l_part, cache_seqlens,
+                    dummy if cache_leftpad is None else cache_leftpad,
+                    dummy if cache_batch_idx is None or paged else cache_batch_idx,
+                    block_table if paged else dummy, alibi_slopes if has_alibi else lse)
+        if split:
+            plan.merge(o_part, l_part, out, lse)
     if return_partials:
         return out, lse, ((o_part, l_part) if split else None)
     return out, lse
