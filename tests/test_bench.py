@@ -278,3 +278,23 @@ def test_plot_keeps_reading_gpu_report(plot, tmp_path):
     charts = plot.main(str(path), str(tmp_path))
     assert sorted(os.path.basename(c) for c in charts) == ["speed_bwd.png", "speed_fwd.png"]
     assert all(os.path.getsize(c) > 10_000 for c in charts)
+
+
+def test_suite_median_takes_each_cases_median_and_keeps_the_runs():
+    combine = bench.load_benchmark_script("suite_median").combine
+
+    def report(fwd_ms, bwd_ms):
+        row = dict(method="flashtile", dtype="bf16", head_dim=64, seqlen=1024, causal=True,
+                   fwd_ms=fwd_ms, fwd_tflops=100.0 / fwd_ms, bwd_ms=bwd_ms,
+                   bwd_tflops=250.0 / bwd_ms)
+        other = dict(row, method="sdpa-flash", fwd_ms=2.0, fwd_tflops=50.0)
+        return dict(speed=[row, other], config={})
+
+    runs = [report(1.0, 2.0), report(4.0, 2.5), report(2.0, 5.0)]
+    combined = combine(runs)
+    row = combined["speed"][0]
+    assert row["fwd_ms"] == 2.0 and row["fwd_tflops"] == pytest.approx(50.0)
+    assert row["bwd_ms"] == 2.5 and row["bwd_tflops"] == pytest.approx(100.0)
+    assert row["fwd_tflops_runs"] == [100.0, 25.0, 50.0]  # as measured, run order
+    assert runs[0]["speed"][0]["fwd_ms"] == 1.0  # the inputs are left alone
+    assert combined["speed"][1]["fwd_tflops"] == 50.0 and combined["runs"] == 3
