@@ -101,17 +101,7 @@ def main():
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     print(torch.cuda.get_device_name(), flush=True)
-    host = {}
-    cases = tiny_cases()
-    for r in range(args.rounds):
-        for on in ((True, False) if r % 2 == 0 else (False, True)):
-            set_cache(on)
-            for name, call in cases:
-                if name.startswith("sdpa") and not on:
-                    continue
-                label = name if name.startswith("sdpa") else f"{name} cache={'on' if on else 'off'}"
-                host.setdefault(label, []).append(host_us(call))
-    set_cache(True)
+    host = host_rounds(tiny_cases(), args.rounds, set_cache, "cache")
     fwd_gate, bwd_gate = forward_hopper.MIN_FLOPS, backward_hopper.MIN_FLOPS
     suite = {}
     variants = [("fwd flashtile cache=on", True, fwd_gate, bwd_gate),
@@ -132,15 +122,39 @@ def main():
                 for mode in ("fwd", "bwd"):
                     suite.setdefault(f"d{d} {mode} {peer}", []).append(
                         suite_tflops(fn, d, mode))
-    result = dict(gpu=torch.cuda.get_device_name(), host_us=host, suite_1k_causal_tflops=suite)
-    if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "host_launch.json"), "w") as f:
+    report(args.out, "host_launch.json", args.rounds, host, "suite_1k_causal_tflops", suite,
+           "suite shape, 1k causal TFLOP/s (median over rounds)")
+
+
+def host_rounds(cases, rounds: int, switch, name: str) -> dict:
+    """Host us of each tiny case with `switch(True)` / `switch(False)`, rounds alternating
+    which goes first; SDPA's cases (names starting "sdpa") only in the "on" half."""
+    host: dict = {}
+    for r in range(rounds):
+        for on in ((True, False) if r % 2 == 0 else (False, True)):
+            switch(on)
+            for case, call in cases:
+                if case.startswith("sdpa") and not on:
+                    continue
+                label = (case if case.startswith("sdpa")
+                         else f"{case} {name}={'on' if on else 'off'}")
+                host.setdefault(label, []).append(host_us(call))
+    switch(True)
+    return host
+
+
+def report(out, filename: str, rounds: int, host: dict, suite_key: str, suite: dict,
+           suite_title: str) -> None:
+    """Write {gpu, host_us, suite_key: suite} to out/filename (when out) and print both."""
+    result = {"gpu": torch.cuda.get_device_name(), "host_us": host, suite_key: suite}
+    if out:
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, filename), "w") as f:
             json.dump(result, f, indent=1)
-    print(f"\nhost us per call (median of {args.rounds} rounds x 100 calls)")
+    print(f"\nhost us per call (median of {rounds} rounds x 100 calls)")
     for label, xs in host.items():
         print(f"  {label:34s} {statistics.median(xs):7.1f}   [{min(xs):.1f}..{max(xs):.1f}]")
-    print("suite shape, 1k causal TFLOP/s (median over rounds)")
+    print(suite_title)
     for label, xs in suite.items():
         print(f"  {label:40s} {statistics.median(xs):6.0f}   [{min(xs):.0f}..{max(xs):.0f}]")
 

@@ -10,15 +10,12 @@ times it) and backward, with torch SDPA's flash and cuDNN backends in the same p
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import statistics
 import warnings
 
 import torch
 
 from flashtile.kernels import launcher
-from host_launch import SDPA, flashtile_fn, host_us, suite_tflops, tiny_cases
+from host_launch import SDPA, flashtile_fn, host_rounds, report, suite_tflops, tiny_cases
 
 
 def main():
@@ -29,16 +26,8 @@ def main():
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     print(torch.cuda.get_device_name(), flush=True)
-    host, suite = {}, {}
-    cases = tiny_cases()
-    for r in range(args.rounds):
-        for on in ((True, False) if r % 2 == 0 else (False, True)):
-            launcher.USE_PLANS = on
-            for name, call in cases:
-                if name.startswith("sdpa") and not on:
-                    continue
-                label = name if name.startswith("sdpa") else f"{name} plans={'on' if on else 'off'}"
-                host.setdefault(label, []).append(host_us(call))
+    host = host_rounds(tiny_cases(), args.rounds, _use_plans, "plans")
+    suite = {}
     rows = [(d, causal, mode) for d in (64, 128, 256) for causal in (True, False)
             for mode in ("fwd", "bwd")]
     for r in range(0 if args.host_only else max(2, args.rounds // 2)):
@@ -53,17 +42,12 @@ def main():
                 for peer, fn in SDPA.items():
                     suite.setdefault(f"{name} {peer}", []).append(
                         suite_tflops(fn, d, mode, causal))
-    result = dict(gpu=torch.cuda.get_device_name(), host_us=host, suite_1k_tflops=suite)
-    if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "host_plans.json"), "w") as f:
-            json.dump(result, f, indent=1)
-    print(f"\nhost us per call (median of {args.rounds} rounds x 100 calls)")
-    for label, xs in host.items():
-        print(f"  {label:34s} {statistics.median(xs):7.1f}   [{min(xs):.1f}..{max(xs):.1f}]")
-    print("suite shape, 16 x 1k tokens, TFLOP/s (median over rounds)")
-    for label, xs in suite.items():
-        print(f"  {label:40s} {statistics.median(xs):6.0f}   [{min(xs):.0f}..{max(xs):.0f}]")
+    report(args.out, "host_plans.json", args.rounds, host, "suite_1k_tflops", suite,
+           "suite shape, 16 x 1k tokens, TFLOP/s (median over rounds)")
+
+
+def _use_plans(on: bool) -> None:
+    launcher.USE_PLANS = on
 
 
 if __name__ == "__main__":
