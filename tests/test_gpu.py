@@ -258,3 +258,39 @@ def test_cuda_graph_replay_matches_eager(entry):
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(out, call())
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+@pytest.mark.parametrize("size", ["small_triton", "large_gluon"])
+def test_tensors_on_another_gpu_than_the_current_one(size, monkeypatch):
+    """A model split over GPUs in one process: inputs on cuda:1 while cuda:0 is current.
+    Every launch of a forward, backward and decode step happens with cuda:1 current
+    (kernels.launcher.on_tensors_device), and the results equal the same calls made
+    with cuda:1 current (dQ within rounding: the Gluon backward reduce-adds it)."""
+    from flashtile.kernels import launcher
+
+    assert torch.cuda.current_device() == 0
+    devices = []
+    current = launcher.driver.active.get_current_device
+    monkeypatch.setattr(launcher.driver.active, "get_current_device",
+                        lambda: devices.append(current()) or devices[-1])
+    gen = torch.Generator(device="cuda:1").manual_seed(5)
+    batch = 16 if size == "large_gluon" else 2
+    q, k, v, do = (torch.randn(batch, 1024, 16, 128, device="cuda:1", generator=gen,
+                               dtype=torch.bfloat16) for _ in range(4))
+
+    def run():
+        qg, kg, vg = (x.detach().requires_grad_() for x in (q, k, v))
+        out = flashtile.flash_attn_func(qg, kg, vg, causal=True)
+        dq, dk, dv = torch.autograd.grad(out, (qg, kg, vg), do)
+        lens = torch.tensor([1000] * batch, device="cuda:1", dtype=torch.int32)
+        step = flashtile.flash_attn_with_kvcache(q[:, :1], k, v, cache_seqlens=lens)
+        return out, dk, dv, step, dq
+
+    other = run()
+    assert devices and set(devices) == {1}, devices
+    with torch.cuda.device(1):
+        same = run()
+    for a, b in zip(other[:4], same[:4]):
+        assert a.device == torch.device("cuda:1") and torch.equal(a, b)
+    torch.testing.assert_close(other[4], same[4], atol=1e-2, rtol=1e-2)

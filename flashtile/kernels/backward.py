@@ -29,7 +29,7 @@ from .common import (LOAD_DESC, LOAD_PTR64, LOG2E, band_bounds, batch_head, desc
 from .config import (batch_head_grid, cdiv, get_config, interpreter_active,
                      padded_head_dim)
 from .forward import _seq_bounds
-from .launcher import CachedKernel, PlanCache
+from .launcher import CachedKernel, PlanCache, on_tensors_device
 
 
 @triton.jit
@@ -390,6 +390,7 @@ def hopper_row_stats(out, dout, lse):
     return stats
 
 
+@on_tensors_device
 def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                        max_seqlen_k, softmax_scale, window_left, window_right, softcap,
                        alibi_slopes, dropout_p, seed, deterministic: bool = False,

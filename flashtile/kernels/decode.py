@@ -47,7 +47,7 @@ import triton.language as tl
 from .common import LN2, LOG2E, dot_precision, launch_scalars, score_tile, visible_mask
 from .config import (MAX_GRID_YZ, KernelConfig, cdiv, get_config, interpreter_active,
                      padded_head_dim)
-from .launcher import BoundLaunch, CachedKernel, PlanCache
+from .launcher import BoundLaunch, CachedKernel, PlanCache, on_tensors_device
 
 # ----------------------------------------------------------------------------
 # device side
@@ -468,6 +468,7 @@ def _plan_decode(q, k_cache, v_cache, block_table, alibi_slopes, has_leftpad: bo
     return _DecodePlan(decode, merge, (num_splits, batch * kv_heads, rows, head_dim))
 
 
+@on_tensors_device
 def decode_attention(q, k_cache, v_cache, cache_seqlens, *, cache_leftpad=None,
                      cache_batch_idx=None, block_table=None, softmax_scale: float,
                      window_left: int = -1, window_right: int = -1, softcap: float = 0.0,

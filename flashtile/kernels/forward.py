@@ -23,7 +23,7 @@ from .common import (LN2, LOAD_DESC, LOAD_PTR64, LOG2E, band_bounds, batch_head,
 from . import forward_hopper
 from .config import (SHORT_CAUSAL_MAX_ROWS, batch_head_grid, cdiv, get_config,
                      padded_head_dim)
-from .launcher import BoundLaunch, CachedKernel, PlanCache
+from .launcher import BoundLaunch, CachedKernel, PlanCache, on_tensors_device
 
 
 @triton.jit
@@ -347,6 +347,7 @@ def _plan_forward(q, k, v, out, lse, alibi_slopes, cfg, loads, *, varlen, batch,
                         (stride_ab, stride_ah))
 
 
+@on_tensors_device
 def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                       softmax_scale: float, window_left: int, window_right: int, softcap: float,
                       alibi_slopes, dropout_p: float, seed, return_probs: bool,

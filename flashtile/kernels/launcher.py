@@ -26,6 +26,7 @@ built from those alone.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import operator
 
@@ -133,6 +134,21 @@ class CachedKernel:
         """This kernel with `grid`, the positional arguments after the per-call ones
         (`trailing`, plain scalars) and `kwargs` fixed: see `BoundLaunch`."""
         return BoundLaunch(self, grid, trailing, kwargs)
+
+
+def on_tensors_device(entry):
+    """Run a host entry point (first argument: a tensor) with that tensor's CUDA device
+    current: Triton launches on the current device and its current stream, so tensors
+    on another GPU of the process (e.g. a model split over GPUs without set_device)
+    would otherwise be launched on the wrong one."""
+    @functools.wraps(entry)
+    def run(x, *args, **kwargs):
+        device = x.device
+        if device.type == "cuda" and device.index != torch.cuda.current_device():
+            with torch.cuda.device(device):
+                return entry(x, *args, **kwargs)
+        return entry(x, *args, **kwargs)
+    return run
 
 
 _PLAN_CACHES: list = []
