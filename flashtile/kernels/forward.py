@@ -17,7 +17,7 @@ import triton.language as tl
 
 from .common import (LN2, LOAD_DESC, LOAD_PTR64, LOG2E, band_bounds, batch_head, box_descriptor,
                      descriptor_ok, descriptors_pay, dot_precision, dropout_keep, head_scalars,
-                     launch_scalars, load_block, load_tile, make_descriptor, pointer_mode,
+                     launch_scalars, load_block, load_tile, pointer_mode,
                      query_block, score_tile, seq_strides, store_tile, tile_span, transposed_v,
                      visible_mask)
 from . import forward_hopper

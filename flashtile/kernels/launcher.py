@@ -19,9 +19,9 @@ values, and `pre_run_hooks` (flashtile's kernels read only constants and registe
 Arguments of other kinds (tuples, pointer wrappers) keep Triton's own path.
 
 `CachedKernel.bind` goes one step further for call sites that memoise their launch
-plans (`plans.PlanCache`): a `BoundLaunch` fixes the grid, the trailing arguments and
-the keywords, so a call passes only its leading tensors / descriptors and the key is
-built from those alone.
+plans in a `PlanCache` (all of flashtile's but the Triton backward's dK/dV and dQ): a
+`BoundLaunch` fixes the grid, the trailing arguments and the keywords, so a call passes
+only its leading tensors / descriptors and the key is built from those alone.
 """
 
 from __future__ import annotations
