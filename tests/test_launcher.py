@@ -221,6 +221,17 @@ def _descriptor(x, block):
     return TensorDescriptor.from_tensor(x, block)
 
 
+def _last_launch_is_tritons_choice(jit, args, kwargs) -> str:
+    """Assert that the last launch ran the kernel Triton's own key selects for these
+    arguments, with Triton's bound argument list; returns "triton" or "direct"."""
+    how, key, launched = jit.log[-1]
+    expected, bound = jit.triton_choice(args, kwargs)
+    assert key == expected.key, (how, args, kwargs)
+    assert len(launched) == len(bound)
+    assert all(a is b or a == b for a, b in zip(launched, bound)), (args, kwargs)
+    return how
+
+
 def test_hits_launch_what_tritons_binder_picks(monkeypatch):
     """Launches varying every kind of argument, repeats included: whenever the cache
     launches directly, it is the kernel Triton's own key selects for those arguments,
@@ -251,12 +262,7 @@ def test_hits_launch_what_tritons_binder_picks(monkeypatch):
         monkeypatch.setattr(knobs.runtime, "debug", debug)
         for args, kwargs in cases + cases:  # every case twice: the repeat should hit
             kernel[(2,)](*args, **kwargs)
-            how, key, launched = jit.log[-1]
-            expected, bound = jit.triton_choice(args, kwargs)
-            assert key == expected.key, (how, args, kwargs)
-            assert len(launched) == len(bound)
-            assert all(a is b or a == b for a, b in zip(launched, bound)), (args, kwargs)
-            direct += how == "direct"
+            direct += _last_launch_is_tritons_choice(jit, args, kwargs) == "direct"
     assert direct >= len(cases) * 2  # the repeats (and the second debug=False round) hit
 
 
@@ -328,10 +334,5 @@ def test_bound_launches_launch_what_tritons_binder_picks(monkeypatch):
         launch = kernel.bind((2,), trailing, kwargs)
         for lead in leads + leads:
             launch(*lead)
-            how, key, launched = jit.log[-1]
-            expected, bound = jit.triton_choice((*lead, *trailing), kwargs)
-            assert key == expected.key, (how, lead, trailing)
-            assert len(launched) == len(bound)
-            assert all(a is b or a == b for a, b in zip(launched, bound))
-            direct += how == "direct"
+            direct += _last_launch_is_tritons_choice(jit, (*lead, *trailing), kwargs) == "direct"
     assert direct >= 2 * len(leads)
