@@ -4,7 +4,8 @@ with torch SDPA's flash and cuDNN backends in one process (bf16, 16k tokens, mod
     python3 benchmarks/fwd_variants.py --out "$OUT" [--seqlens 2048,8192] [--head-dims 64]
         [--variants "64,64,64,4,3,1;64,128,64,4,3,1"]
 
---variants replaces the list below: "d,BLOCK_M,BLOCK_N,warps,stages,tma" rows, ";"-separated.
+--variants replaces the list below: "d,BLOCK_M,BLOCK_N,warps,stages,tma[,longest_first]"
+rows, ";"-separated (longest_first defaults to KernelConfig's, on).
 
 Each variant overrides the forward row of the config table,
 checks its output against SDPA flash (max abs diff), then times the forward under
@@ -69,12 +70,13 @@ def main():
                 for m in peers:
                     with m.context():
                         line[m.name] = bench.tflops(flops, time_fwd(m.fn, sets, causal))
-                for vd, bm, bn, w, st, desc in variants:
+                for vd, bm, bn, w, st, desc, *lf in variants:
                     if vd != d:
                         continue
-                    row = config.KernelConfig(bm, bn, w, st, bool(desc))
+                    row = config.KernelConfig(bm, bn, w, st, bool(desc), *map(bool, lf))
                     config._GPU_TABLE[("fwd", "16bit", d)] = row
-                    name = f"{bm}x{bn} w{w} s{st} {'tma' if desc else 'ptr'}"
+                    name = (f"{bm}x{bn} w{w} s{st} {'tma' if desc else 'ptr'}"
+                            + ("" if row.longest_first else " lf0"))
                     try:
                         fn = lambda q, k, v, c: flashtile.flash_attn_func(q, k, v, causal=c)
                         with torch.no_grad():

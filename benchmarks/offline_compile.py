@@ -93,7 +93,7 @@ def ptxas_report(ptx: str) -> str:
         res = subprocess.run([str(ptxas), "-v", "--gpu-name", "sm_90a", str(path), "-o",
                               str(Path(tmp) / "k.cubin")], capture_output=True, text=True)
     return " ".join(line.split("info    : ")[-1] for line in res.stderr.splitlines()
-                    if "registers" in line or "spill" in line)
+                    if "registers" in line or "spill" in line or "Performance" in line)
 
 
 TTGIR_OPS = ["ttg.convert_layout", "ttg.local_alloc", "ttg.local_load", "ttg.local_store",
@@ -199,8 +199,8 @@ def gluon_backward_launch(args):
     if args.config:
         backward_hopper.CONFIGS[args.head_dim] = tuple(int(x) for x in args.config.split(","))
     return lambda: backward_hopper.attention_backward(
-        dout, q, k, v, stats, dq, dk, dv, softmax_scale=args.head_dim ** -0.5,
-        causal=args.causal)
+        dout, q, k, v, stats, backward_hopper.dq_buffer(q), dq, dk, dv,
+        softmax_scale=args.head_dim ** -0.5, causal=args.causal)
 
 
 def main(argv=None):

@@ -303,31 +303,33 @@ def test_non_contiguous(causal):
 
 
 def test_launch_plans_are_reused_and_keyed_on_strides_and_options():
-    """Repeat calls reuse the memoised launch plan (forward.py's `_PLANS`) on new values;
-    new strides or options get their own plan; every result meets the rule."""
-    from flashtile.kernels import forward
-    forward._PLANS._plans.clear()
+    """Repeat calls reuse the memoised launch plans (forward.py's `_PLANS`, backward.py's
+    `_BACKWARD_PLANS`) on new values; new strides or options get their own plans; every
+    result meets the rule."""
+    from flashtile.kernels import backward, forward, launcher
+    launcher.clear_plans()
     B, S, H, D = 2, 37, 2, 59
-    for seed in (5, 6):  # same shapes: one plan
+    for seed in (5, 6):  # same shapes: one plan each
         q, k, v, dout = make_qkv(B, S, S, H, H, D, torch.float16, seed=seed)
         out, lse, grads = end_to_end(q, k, v, dout, causal=True)
         check_all(q, k, v, dout, out, lse, grads, causal=True)
-    assert len(forward._PLANS) == 1
+    assert len(forward._PLANS) == len(backward._BACKWARD_PLANS) == 1
     wide = make_qkv(B, S, S, 2 * H, 2 * H, D, torch.float16, seed=7)  # strided views
     q, k, v, dout = (x[:, :, :H] for x in wide)
     out, lse, grads = end_to_end(q, k, v, dout, causal=True)
     check_all(q, k, v, dout, out, lse, grads, causal=True)
     out, lse, grads = end_to_end(q, k, v, dout, window=(5, 3))
     check_all(q, k, v, dout, out, lse, grads, window_size=(5, 3))
-    assert len(forward._PLANS) == 3
+    assert len(forward._PLANS) == len(backward._BACKWARD_PLANS) == 3
 
 
 def test_int64_row_offsets(monkeypatch):
     """The 64-bit row-offset loads and stores (taken on a GPU only when row x stride
     reaches 2^31) compute the same attention and gradients."""
-    from flashtile.kernels import backward, common, forward
+    from flashtile.kernels import backward, common, forward, launcher
     monkeypatch.setattr(forward, "pointer_mode", lambda *a: common.LOAD_PTR64.value)
     monkeypatch.setattr(backward, "pointer_mode", lambda *a: common.LOAD_PTR64.value)
+    launcher.clear_plans()  # (plans hold the pointer mode they were built with)
     q, k, v, dout = make_qkv(2, 37, 45, 2, 1, 59, torch.float16)  # odd D: pointer loads
     out, lse, grads = end_to_end(q, k, v, dout, causal=True)
     check_all(q, k, v, dout, out, lse, grads, causal=True)
@@ -347,9 +349,11 @@ def test_batch_heads_past_the_grid_limit(monkeypatch):
     check_all(q, k, v, dout, out, lse, grads, causal=True)
 
 
-def test_hopper_row_stats():
+@pytest.mark.parametrize("zero_dq", [False, True])
+def test_hopper_row_stats(zero_dq):
     """The Gluon backward's row statistics come from the Triton preprocess kernel (runs
-    here): LSE in log2 units (+inf where -inf), Delta, rows past S zero up to the tile."""
+    here): LSE in log2 units (+inf where -inf), Delta, rows past S zero up to the tile;
+    given the fp32 dQ buffer, the same launch zeroes all of it."""
     import math
 
     from flashtile.kernels import backward, backward_hopper
@@ -358,7 +362,9 @@ def test_hopper_row_stats():
                  for _ in range(2))
     lse = torch.randn(2, 3, 70, generator=gen).to(DEVICE)
     lse[0, 1, :5] = float("-inf")
-    stats = backward.hopper_row_stats(out, dout, lse)
+    dq_acc = backward_hopper.dq_buffer(out).fill_(float("nan"))
+    stats = backward.hopper_row_stats(out, dout, lse, dq_acc if zero_dq else None)
+    assert (dq_acc == 0).all() if zero_dq else dq_acc.isnan().all()
     assert stats.shape == (2, 3, 2, 2 * backward_hopper.BLOCK_M)
     lse2 = torch.where(torch.isneginf(lse), float("inf"), lse / math.log(2.0))
     delta = (out.float() * dout.float()).sum(-1).transpose(1, 2)

@@ -17,6 +17,8 @@ softcap, ALiBi, dropout and band skipping reuse the forward's helpers.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
@@ -29,19 +31,21 @@ from .common import (LOAD_DESC, LOAD_PTR64, LOG2E, band_bounds, batch_head, desc
 from .config import (batch_head_grid, cdiv, get_config, interpreter_active,
                      padded_head_dim)
 from .forward import _seq_bounds
-from .launcher import CachedKernel, PlanCache, on_tensors_device
+from .launcher import BoundLaunch, CachedKernel, PlanCache, on_tensors_device
 
 
 @triton.jit
-def _bwd_preprocess(Out, DOut, Lse, Delta, Lse2, CuSeqQ,
+def _bwd_preprocess(Out, DOut, Lse, Delta, Lse2, DQAcc, CuSeqQ,
                     stride_ob, stride_os, stride_oh, stride_db, stride_ds, stride_dh,
                     stride_lb, stride_lh, stride_sb, stride_sh, num_heads, seqlen_q, padded_len,
                     HEAD_DIM: tl.constexpr, IS_VARLEN: tl.constexpr, STATS: tl.constexpr,
-                    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+                    ZERO_DQ: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
     """Delta[i] = sum_d dO[i, d] O[i, d] (fp32) at Delta + b * stride_sb + h * stride_sh.
     STATS (the Gluon backward's row statistics, `hopper_row_stats`): also Lse2 = LSE in
     log2 units, +inf where LSE is -inf (so P = 0), at Delta's offsets; rows from S up to
-    padded_len get 0 in both (their Q and dO tiles read as zeros there)."""
+    padded_len get 0 in both (their Q and dO tiles read as zeros there). ZERO_DQ: also
+    zero the same rows of the dense (B, S, H, HEAD_DIM) fp32 dQ buffer DQAcc, which the
+    Gluon backward then adds into (this saves a memset launch and its pass of its own)."""
     pid_m = tl.program_id(0)
     bh = batch_head()
     b = bh // num_heads
@@ -65,6 +69,10 @@ def _bwd_preprocess(Out, DOut, Lse, Delta, Lse2, CuSeqQ,
         tl.store(Lse2 + offs, tl.where(lse == float("-inf"), float("inf"), lse * LOG2E),
                  mask=stored)
     tl.store(Delta + offs, delta, mask=stored)
+    if ZERO_DQ:
+        acc_rows = (b64 * seqlen_q + rows) * num_heads + h
+        tl.store(DQAcc + acc_rows[:, None] * HEAD_DIM + offs_d[None, :],
+                 tl.zeros([BLOCK_M, BLOCK_D], tl.float32), mask=mask)
 
 
 _preprocess_launch = CachedKernel(_bwd_preprocess)
@@ -347,16 +355,18 @@ USE_HOPPER_KERNEL = True
 
 
 def _preprocess(out, dout, lse, delta, lse2, cu_q, varlen, lse_strides, delta_strides, batch,
-                max_seqlen_q, seqlen_q, padded_len):
-    """Launch `_bwd_preprocess` (STATS when padded_len > 0: lse2 is written too)."""
+                max_seqlen_q, seqlen_q, padded_len, dq_acc=None):
+    """Launch `_bwd_preprocess` (STATS when padded_len > 0: lse2 is written too; ZERO_DQ
+    when a dQ buffer is given)."""
     cfg = get_config("bwd_pre", out.shape[-1], out.dtype)
+    zero_dq = dq_acc is not None
     key = (cfg, varlen, out.shape, out.stride(), dout.stride(), lse_strides, delta_strides,
-           batch, max_seqlen_q, seqlen_q, padded_len)
+           batch, max_seqlen_q, seqlen_q, padded_len, zero_dq)
     launch = _PREPROCESS_PLANS.get(key) or _PREPROCESS_PLANS.add(key, _plan_preprocess(
         out, dout, cfg, varlen, lse_strides, delta_strides, batch, max_seqlen_q, seqlen_q,
-        padded_len))
+        padded_len, zero_dq))
     if launch is not _NOTHING:
-        launch(out, dout, lse, delta, lse2, cu_q)
+        launch(out, dout, lse, delta, lse2, delta if dq_acc is None else dq_acc, cu_q)
 
 
 _PREPROCESS_PLANS = PlanCache()
@@ -364,7 +374,7 @@ _NOTHING = object()  # the plan of a launch with no rows
 
 
 def _plan_preprocess(out, dout, cfg, varlen, lse_strides, delta_strides, batch, max_seqlen_q,
-                     seqlen_q, padded_len):
+                     seqlen_q, padded_len, zero_dq):
     num_heads, head_dim = out.shape[-2], out.shape[-1]
     rows = max(max_seqlen_q, padded_len)
     if rows <= 0:
@@ -373,21 +383,88 @@ def _plan_preprocess(out, dout, cfg, varlen, lse_strides, delta_strides, batch, 
         (cdiv(rows, cfg.block_m), *batch_head_grid(batch, num_heads)),
         (*seq_strides(out, varlen), *seq_strides(dout, varlen), *lse_strides, *delta_strides,
          num_heads, seqlen_q, padded_len),
-        dict(HEAD_DIM=head_dim, IS_VARLEN=varlen, STATS=padded_len > 0, BLOCK_M=cfg.block_m,
+        dict(HEAD_DIM=head_dim, IS_VARLEN=varlen, STATS=padded_len > 0, ZERO_DQ=zero_dq,
+             BLOCK_M=cfg.block_m,
              BLOCK_D=padded_head_dim(head_dim), num_warps=cfg.num_warps,
              num_stages=cfg.num_stages))
 
 
-def hopper_row_stats(out, dout, lse):
+def hopper_row_stats(out, dout, lse, dq_acc=None):
     """The Gluon backward's row statistics from dense (B, S, H, D) out / dout and the
     forward's (B, H, S) LSE: `backward_hopper.row_stats`' buffer, filled by one
-    preprocess launch."""
+    preprocess launch, which also zeroes the dense fp32 dQ buffer `dq_acc` if given."""
     batch, seqlen_q = out.shape[:2]
     lse = lse.contiguous()
     stats = backward_hopper.row_stats(lse)
     _preprocess(out, dout, lse, stats[:, :, 1], stats[:, :, 0], lse, False, lse.stride()[:2],
-                stats.stride()[:2], batch, seqlen_q, seqlen_q, stats.shape[-1])
+                stats.stride()[:2], batch, seqlen_q, seqlen_q, stats.shape[-1], dq_acc)
     return stats
+
+
+_BACKWARD_PLANS = PlanCache()
+
+
+class _BackwardPlan(NamedTuple):
+    dkdv: BoundLaunch | None  # None: an empty grid, nothing to launch
+    dkdv_descriptors: bool  # whether q, k, v, dout go in as TMA descriptors
+    dq: BoundLaunch | None  # None: dQ fused into the dK/dV launch, or an empty grid
+    dq_descriptors: bool
+    block_d: int
+    lse_strides: tuple
+
+
+def _plan_backward(q, k, v, dout, dq, dk, dv, lse, alibi_slopes, cfg_kv, cfg_q, dq_mode: int,
+                   dense_ok: bool, *, varlen, batch, max_seqlen_q, max_seqlen_k, softmax_scale,
+                   window_left, window_right, softcap, dropout_p,
+                   fp32_precision) -> _BackwardPlan:
+    """Everything about the Triton backward's dK/dV and dQ launches but their tensors,
+    from shapes, strides, dtypes, options and the configs (memoised by
+    `attention_backward` on exactly those)."""
+    num_heads, head_dim = q.shape[-2], q.shape[-1]
+    kv_heads = k.shape[-2]
+    seqlen_q, seqlen_k = (0, 0) if varlen else (q.shape[1], k.shape[1])
+    stride_lb, stride_lh = (0, lse.stride(0)) if varlen else (lse.stride(0), lse.stride(1))
+    stride_ab, stride_ah = alibi_slopes.stride() if alibi_slopes is not None else (0, 0)
+    block_d = padded_head_dim(head_dim)
+    common = dict(max_seqlen_k=max_seqlen_k, grad_scale=softmax_scale, dropout_p=dropout_p,
+                  HEAD_DIM=head_dim, IS_VARLEN=varlen, HAS_ALIBI=alibi_slopes is not None,
+                  HAS_DROPOUT=dropout_p > 0.0, PRECISION=dot_precision(q.dtype, fp32_precision),
+                  BLOCK_D=block_d,
+                  **launch_scalars(softmax_scale=softmax_scale, softcap=softcap,
+                                   window_left=window_left, window_right=window_right,
+                                   max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k))
+    strides_in = (*seq_strides(q, varlen), *seq_strides(k, varlen), *seq_strides(v, varlen),
+                  *seq_strides(dout, varlen))
+    pointers = pointer_mode(max(max_seqlen_q, max_seqlen_k), q, k, v, dout, dq, dk, dv)
+
+    def loads(cfg):
+        # dQ/dK/dV are stored through pointers whatever the loads: spans past 2^31 keep
+        # the 64-bit pointer path for the whole kernel.
+        if cfg.tma and dense_ok and pointers != LOAD_PTR64.value:
+            return LOAD_DESC.value
+        return pointers
+
+    dkdv = dq_launch = None
+    if max_seqlen_k > 0:
+        dkdv = _dkdv_launch.bind(
+            (cdiv(max_seqlen_k, cfg_kv.block_n), *batch_head_grid(batch, kv_heads)),
+            (*strides_in, *seq_strides(dk, varlen), *seq_strides(dv, varlen), stride_lb,
+             stride_lh, stride_ab, stride_ah, num_heads, kv_heads, num_heads // kv_heads,
+             seqlen_q, seqlen_k),
+            dict(BLOCK_M=cfg_kv.block_m, BLOCK_N=cfg_kv.block_n, LOADS=loads(cfg_kv),
+                 DQ_MODE=dq_mode, num_warps=cfg_kv.num_warps, num_stages=cfg_kv.num_stages,
+                 **common))
+    if cfg_q is not None and max_seqlen_q > 0:
+        dq_launch = _dq_launch.bind(
+            (cdiv(max_seqlen_q, cfg_q.block_m), *batch_head_grid(batch, num_heads)),
+            (*strides_in, *seq_strides(dq, varlen), stride_lb, stride_lh, stride_ab, stride_ah,
+             num_heads, num_heads // kv_heads, seqlen_q, seqlen_k),
+            dict(BLOCK_M=cfg_q.block_m, BLOCK_N=cfg_q.block_n, LOADS=loads(cfg_q),
+                 LONGEST_FIRST=cfg_q.longest_first, num_warps=cfg_q.num_warps,
+                 num_stages=cfg_q.num_stages, **common))
+    return _BackwardPlan(dkdv, loads(cfg_kv) == LOAD_DESC.value,
+                         dq_launch, cfg_q is not None and loads(cfg_q) == LOAD_DESC.value,
+                         block_d, (stride_lb, stride_lh))
 
 
 @on_tensors_device
@@ -415,7 +492,6 @@ def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, m
         batch, seqlen_q, num_heads, head_dim = q.shape
         seqlen_k = k.shape[1]
         make = torch.empty
-    kv_heads = k.shape[-2]
     dq = make(q.shape, dtype=q.dtype, device=q.device)
     dk = make(k.shape, dtype=k.dtype, device=k.device)
     dv = make(v.shape, dtype=v.dtype, device=v.device)
@@ -425,84 +501,70 @@ def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, m
                 q, k, v, dout, softmax_scale=softmax_scale, window_left=window_left,
                 window_right=window_right, softcap=softcap, alibi_slopes=alibi_slopes,
                 dropout_p=dropout_p, deterministic=deterministic)):
-        stats = hopper_row_stats(out, dout, lse)
-        backward_hopper.attention_backward(dout, q, k, v, stats, dq, dk, dv,
+        dq_acc = backward_hopper.dq_buffer(q)
+        stats = hopper_row_stats(out, dout, lse, dq_acc)
+        backward_hopper.attention_backward(dout, q, k, v, stats, dq_acc, dq, dk, dv,
                                            softmax_scale=softmax_scale,
                                            causal=window_right == 0)
         return dq, dk, dv
-    stride_lb, stride_lh = (0, lse.stride(0)) if varlen else (lse.stride(0), lse.stride(1))
-
-    scalars = launch_scalars(softmax_scale=softmax_scale, softcap=softcap,
-                             window_left=window_left, window_right=window_right,
-                             max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k)
-    has_alibi = alibi_slopes is not None
-    has_dropout = dropout_p > 0.0
-    alibi = alibi_slopes if has_alibi else lse  # placeholders are never read
-    seed_t = seed if has_dropout else lse
-    stride_ab, stride_ah = alibi_slopes.stride() if has_alibi else (0, 0)
-    cu_q = cu_seqlens_q if varlen else lse
-    cu_k = cu_seqlens_k if varlen else lse
-    block_d = padded_head_dim(head_dim)
     if batch == 0 or num_heads == 0:
         return dq.zero_(), dk.zero_(), dv.zero_()
-
-    # 1. Delta = rowsum(dO * O)
-    delta = torch.zeros_like(lse)  # fp32, same layout as lse
-    _preprocess(out, dout, lse, delta, delta, cu_q, varlen, (stride_lb, stride_lh),
-                (stride_lb, stride_lh), batch, max_seqlen_q, seqlen_q, 0)
-    common = dict(max_seqlen_k=max_seqlen_k, grad_scale=softmax_scale, dropout_p=dropout_p,
-                  HEAD_DIM=head_dim, IS_VARLEN=varlen, HAS_ALIBI=has_alibi,
-                  HAS_DROPOUT=has_dropout, PRECISION=dot_precision(q.dtype, fp32_precision),
-                  BLOCK_D=block_d, **scalars)
-    strides_in = (*seq_strides(q, varlen), *seq_strides(k, varlen), *seq_strides(v, varlen),
-                  *seq_strides(dout, varlen))
+    has_alibi = alibi_slopes is not None
+    # Per-call decisions (they read experiment switches, the config table and the
+    # tensors' alignment) feed the plan's key with everything else `_plan_backward` reads.
+    # (dq, dk, dv are fresh contiguous tensors: their strides follow from q's, k's shapes.)
+    fuse_dq = FUSED_DQ and not deterministic
+    cfg_kv = get_config("bwd_dkdv_dq" if fuse_dq else "bwd_dkdv", head_dim, q.dtype)
+    cfg_q = None if fuse_dq else get_config("bwd_dq", head_dim, q.dtype)
+    dq_mode = 0
+    if fuse_dq:  # (the interpreter has no reduce-add)
+        dq_mode = 2 if DQ_REDUCE_TMA and not interpreter_active() else 1
     dense_ok = (not varlen and descriptor_ok(q, k, v, dout)
                 and descriptors_pay(batch, num_heads, seqlen_q, seqlen_k, head_dim,
                                     window_right == 0))
+    key = (cfg_kv, cfg_q, dq_mode, dense_ok, varlen, batch, max_seqlen_q, max_seqlen_k,
+           softmax_scale, window_left, window_right, softcap, dropout_p, fp32_precision,
+           q.dtype, q.shape, q.stride(), k.shape, k.stride(), v.stride(), dout.stride(),
+           lse.stride(), alibi_slopes.stride() if has_alibi else None)
+    plan = _BACKWARD_PLANS.get(key) or _BACKWARD_PLANS.add(key, _plan_backward(
+        q, k, v, dout, dq, dk, dv, lse, alibi_slopes, cfg_kv, cfg_q, dq_mode, dense_ok,
+        varlen=varlen, batch=batch, max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k,
+        softmax_scale=softmax_scale, window_left=window_left, window_right=window_right,
+        softcap=softcap, dropout_p=dropout_p, fp32_precision=fp32_precision))
+    placeholder = lse  # for the tensors a call does not have (never read)
+    alibi = alibi_slopes if has_alibi else placeholder
+    seed_t = seed if dropout_p > 0.0 else placeholder
+    cu_q, cu_k = (cu_seqlens_q, cu_seqlens_k) if varlen else (placeholder, placeholder)
+    block_d = plan.block_d
 
-    pointers = pointer_mode(max(max_seqlen_q, max_seqlen_k), q, k, v, dout, dq, dk, dv)
+    def sources(cfg, descriptors: bool):  # q, k, v, dout as pointers or TMA descriptors
+        if not descriptors:
+            return q, k, v, dout
+        return (make_descriptor(q, cfg.block_m, block_d),
+                make_descriptor(k, cfg.block_n, block_d), make_descriptor(v, cfg.block_n, block_d),
+                make_descriptor(dout, cfg.block_m, block_d))
 
-    def sources(cfg):  # (q, k, v, dout) as pointers or descriptors, and the LOADS mode
-        # dQ/dK/dV are stored through pointers whatever the loads: spans past 2^31 keep
-        # the 64-bit pointer path for the whole kernel.
-        if not (cfg.tma and dense_ok) or pointers == LOAD_PTR64.value:
-            return (q, k, v, dout), pointers
-        return (make_descriptor(q, cfg.block_m, block_d), make_descriptor(k, cfg.block_n, block_d),
-                make_descriptor(v, cfg.block_n, block_d),
-                make_descriptor(dout, cfg.block_m, block_d)), LOAD_DESC.value
-
+    # 1. Delta = rowsum(dO * O)
+    delta = torch.zeros_like(lse)  # fp32, same layout as lse
+    _preprocess(out, dout, lse, delta, delta, cu_q, varlen, plan.lse_strides, plan.lse_strides,
+                batch, max_seqlen_q, seqlen_q, 0)
     # 2. dK, dV (and dQ unless deterministic): one program per (key block, batch * KV head)
-    fuse_dq = FUSED_DQ and not deterministic
-    cfg = get_config("bwd_dkdv_dq" if fuse_dq else "bwd_dkdv", head_dim, q.dtype)
-    srcs, loads = sources(cfg)
-    dq_mode, dq_acc = 0, lse  # placeholder, never read
-    dq_acc_arg = dq_acc  # what the kernel gets: the buffer, or a descriptor over it
-    if fuse_dq:
+    dq_acc = dq_acc_arg = placeholder
+    if dq_mode:
         rows = q.shape[0] * q.shape[1] if not varlen else q.shape[0]
         dq_acc = dq_acc_arg = torch.zeros((rows, num_heads, block_d), dtype=torch.float32,
                                           device=q.device)
-        dq_mode = 1
-        if DQ_REDUCE_TMA and not interpreter_active():  # (the interpreter has no reduce-add)
-            dq_mode, dq_acc_arg = 2, make_descriptor(dq_acc, cfg.block_m, block_d)
-    if max_seqlen_k > 0:
-        _dkdv_launch[(cdiv(max_seqlen_k, cfg.block_n), *batch_head_grid(batch, kv_heads))](
-            *srcs, lse, delta, dk, dv, dq_acc_arg, cu_q, cu_k, alibi, seed_t, *strides_in,
-            *seq_strides(dk, varlen), *seq_strides(dv, varlen), stride_lb, stride_lh,
-            stride_ab, stride_ah, num_heads, kv_heads, num_heads // kv_heads, seqlen_q, seqlen_k,
-            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, LOADS=loads, DQ_MODE=dq_mode,
-            num_warps=cfg.num_warps, num_stages=cfg.num_stages, **common)
-    if fuse_dq:  # dS was taken w.r.t. the scaled score: apply the scale once here
+        if dq_mode == 2:
+            dq_acc_arg = make_descriptor(dq_acc, cfg_kv.block_m, block_d)
+    if plan.dkdv is not None:
+        plan.dkdv(*sources(cfg_kv, plan.dkdv_descriptors), lse, delta, dk, dv, dq_acc_arg,
+                  cu_q, cu_k, alibi, seed_t)
+    if dq_mode:  # dS was taken w.r.t. the scaled score: apply the scale once here
         dq.copy_(dq_acc[..., :head_dim].mul_(softmax_scale).view(q.shape))
         return dq, dk, dv
     # 3. dQ: one program per (query block, batch * head)
-    cfg = get_config("bwd_dq", head_dim, q.dtype)
-    srcs, loads = sources(cfg)
-    if max_seqlen_q > 0:
-        _dq_launch[(cdiv(max_seqlen_q, cfg.block_m), *batch_head_grid(batch, num_heads))](
-            *srcs, lse, delta, dq, cu_q, cu_k, alibi, seed_t, *strides_in,
-            *seq_strides(dq, varlen), stride_lb, stride_lh, stride_ab, stride_ah,
-            num_heads, num_heads // kv_heads, seqlen_q, seqlen_k,
-            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, LOADS=loads,
-            LONGEST_FIRST=cfg.longest_first, num_warps=cfg.num_warps,
-            num_stages=cfg.num_stages, **common)
+    if plan.dq is not None:
+        plan.dq(*sources(cfg_q, plan.dq_descriptors), lse, delta, dq, cu_q, cu_k, alibi,
+                seed_t)
     return dq, dk, dv
+

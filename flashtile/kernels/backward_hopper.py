@@ -281,16 +281,24 @@ def row_stats(lse: torch.Tensor) -> torch.Tensor:
                        dtype=torch.float32, device=lse.device)
 
 
-def attention_backward(dout, q, k, v, stats, dq, dk, dv, *, softmax_scale: float,
+def dq_buffer(q: torch.Tensor) -> torch.Tensor:
+    """The fp32 buffer (q's shape, contiguous) the kernel adds dQ into, uninitialised:
+    `backward.hopper_row_stats` zeroes it in the launch that computes the row statistics
+    (a memset of its own cost as much; NOTES.md session 12)."""
+    return torch.empty(q.shape, dtype=torch.float32, device=q.device)
+
+
+def attention_backward(dout, q, k, v, stats, dq_acc, dq, dk, dv, *, softmax_scale: float,
                        causal: bool):
     """Fill dq, dk, dv (B, S, H, D; dk and dv with equal strides) for a call `supports`
-    accepted; stats from `row_stats` with Delta filled in."""
+    accepted; stats from `row_stats` with Delta filled in, dq_acc a zeroed `dq_buffer`."""
     if q.shape[-1] == 256:
         return backward_hopper_d256.attention_backward(
-            dout, q, k, v, stats, dq, dk, dv, softmax_scale=softmax_scale, causal=causal)
+            dout, q, k, v, stats, dq_acc, dq, dk, dv, softmax_scale=softmax_scale,
+            causal=causal)
     head_dim = q.shape[-1]
     stages, consumer_regs, loader_regs = CONFIGS[head_dim]
-    launch_backward(_bwd_launch, KEYS, BLOCK_M, dout, q, k, v, stats, dq, dk, dv,
+    launch_backward(_bwd_launch, KEYS, BLOCK_M, dout, q, k, v, stats, dq_acc, dq, dk, dv,
                     softmax_scale=softmax_scale, causal=causal, STAGES=stages,
                     DQ_COLS=head_dim if head_dim <= 64 else head_dim // 2,
                     CONSUMER_REGS=consumer_regs, LOADER_REGS=loader_regs)

@@ -257,11 +257,11 @@ def _bwd_kernel(q_desc, do_desc, k_desc, v_desc, dq_desc, DK, DV, Stats, stats_l
 _bwd_launch = CachedKernel(_bwd_kernel)
 
 
-def attention_backward(dout, q, k, v, stats, dq, dk, dv, *, softmax_scale: float,
+def attention_backward(dout, q, k, v, stats, dq_acc, dq, dk, dv, *, softmax_scale: float,
                        causal: bool):
     """`backward_hopper.attention_backward` at head dim 256 (same contract)."""
     q_stages, do_stages, consumer_regs, loader_regs = CONFIG
-    launch_backward(_bwd_launch, KEYS, BLOCK_M, dout, q, k, v, stats, dq, dk, dv,
+    launch_backward(_bwd_launch, KEYS, BLOCK_M, dout, q, k, v, stats, dq_acc, dq, dk, dv,
                     softmax_scale=softmax_scale, causal=causal, Q_STAGES=q_stages,
                     DO_STAGES=do_stages, DQ_COLS=DQ_CHUNK, CONSUMER_REGS=consumer_regs,
                     LOADER_REGS=loader_regs)

@@ -117,11 +117,11 @@ def reduce_dq(dq, dq_buf, dq_desc, b, m, h, col0, grad_scale):
         tma_reduce_add(dq_desc, [b, m, h, col0 + i * BOX_D], dq_buf.slice(i * BOX_D, BOX_D, dim=3))
 
 
-def launch_backward(kernel, keys: int, block_m: int, dout, q, k, v, stats, dq, dk, dv, *,
-                    softmax_scale: float, causal: bool, **constexprs):
-    """The host side both Gluon backward kernels share: an fp32 dQ buffer (zeroed, added
-    into by the kernel, copied into dq), descriptors, one CTA per `keys` keys of each
-    (batch, KV head), dK / dV written directly (equal strides)."""
+def launch_backward(kernel, keys: int, block_m: int, dout, q, k, v, stats, dq_acc, dq, dk, dv,
+                    *, softmax_scale: float, causal: bool, **constexprs):
+    """The host side both Gluon backward kernels share: descriptors, one CTA per `keys`
+    keys of each (batch, KV head), dQ added into the zeroed fp32 buffer dq_acc and then
+    copied into dq, dK / dV written directly (equal strides)."""
     if dk.stride() != dv.stride():
         raise ValueError("dk and dv must have equal strides")
     key = (kernel, keys, block_m, q.shape, k.shape, dk.stride(), stats.shape, softmax_scale,
@@ -129,7 +129,6 @@ def launch_backward(kernel, keys: int, block_m: int, dout, q, k, v, stats, dq, d
     launch = _BACKWARD_PLANS.get(key) or _BACKWARD_PLANS.add(key, _plan_backward(
         kernel, keys, q, k, stats, dk, softmax_scale, causal, constexprs))
     head_dim = q.shape[-1]
-    dq_acc = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
     q_box, kv_box = [1, block_m, 1, head_dim], [1, keys, 1, head_dim]
     launch(descriptor(q, q_box), descriptor(dout, q_box), descriptor(k, kv_box),
            descriptor(v, kv_box),
