@@ -3,8 +3,11 @@ one process on the GPU, rounds alternating the order: host time per call of tiny
 and the suite's 1k-token rows (16 x 1k tokens, model dim 2048, bf16, do_bench medians) at
 head dims 64 / 128 / 256, causal and not, forward (inputs requiring grad, as the suite
 times it) and backward, with torch SDPA's flash and cuDNN backends in the same process.
+--switch tensor_maps: the same with launcher.USE_TENSOR_MAPS (TMA descriptors encoded
+once per address and shape) on and off instead.
 
     python3 benchmarks/host_plans.py [--rounds 4] [--out DIR] [--host-only]
+        [--switch plans|tensor_maps]
 """
 
 from __future__ import annotations
@@ -23,31 +26,36 @@ def main():
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--out", default=None)
     ap.add_argument("--host-only", action="store_true", help="skip the suite's 1k rows")
+    ap.add_argument("--switch", default="plans", choices=list(SWITCHES))
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     print(torch.cuda.get_device_name(), flush=True)
-    host = host_rounds(tiny_cases(), args.rounds, _use_plans, "plans")
+    name, attr = args.switch, SWITCHES[args.switch]
+
+    def switch(on: bool) -> None:
+        setattr(launcher, attr, on)
+
+    host = host_rounds(tiny_cases(), args.rounds, switch, name)
     suite = {}
     rows = [(d, causal, mode) for d in (64, 128, 256) for causal in (True, False)
             for mode in ("fwd", "bwd")]
     for r in range(0 if args.host_only else max(2, args.rounds // 2)):
         for d, causal, mode in rows:
-            name = f"d{d} {'causal' if causal else 'full'} {mode}"
+            row = f"d{d} {'causal' if causal else 'full'} {mode}"
             for on in ((True, False) if r % 2 == 0 else (False, True)):
-                launcher.USE_PLANS = on
-                suite.setdefault(f"{name} flashtile plans={'on' if on else 'off'}", []).append(
+                switch(on)
+                suite.setdefault(f"{row} flashtile {name}={'on' if on else 'off'}", []).append(
                     suite_tflops(flashtile_fn, d, mode, causal))
-            launcher.USE_PLANS = True
+            switch(True)
             if r == 0:
                 for peer, fn in SDPA.items():
-                    suite.setdefault(f"{name} {peer}", []).append(
+                    suite.setdefault(f"{row} {peer}", []).append(
                         suite_tflops(fn, d, mode, causal))
-    report(args.out, "host_plans.json", args.rounds, host, "suite_1k_tflops", suite,
+    report(args.out, f"host_{name}.json", args.rounds, host, "suite_1k_tflops", suite,
            "suite shape, 16 x 1k tokens, TFLOP/s (median over rounds)")
 
 
-def _use_plans(on: bool) -> None:
-    launcher.USE_PLANS = on
+SWITCHES = {"plans": "USE_PLANS", "tensor_maps": "USE_TENSOR_MAPS"}
 
 
 if __name__ == "__main__":

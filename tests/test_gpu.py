@@ -260,6 +260,42 @@ def test_cuda_graph_replay_matches_eager(entry):
     assert torch.equal(out, call())
 
 
+@pytest.mark.parametrize("d,causal", [(64, False), (128, True), (256, False)])
+def test_repeat_tma_launches_match_tritons_own_launcher(d, causal, monkeypatch):
+    """Past TMA_MIN_FLOPS the launches pass TMA descriptors (the Gluon kernels; the
+    Triton forward's d64 row). From the second call on, `BoundLaunch` launches them
+    with tensor maps encoded once (`launcher._tensor_map`) instead of through Triton's
+    launcher: same inputs, same results as with that switched off (forward, dK, dV bit
+    for bit; dQ within rounding, the Gluon backward reduce-adds it)."""
+    from flashtile.kernels import launcher
+    encoded = []
+    real = launcher._tensor_map
+    monkeypatch.setattr(launcher, "_tensor_map",
+                        lambda desc, encoding: encoded.append(1) or real(desc, encoding))
+    shape = (8, 1024, 2048 // d, d)  # 3.4e10 flops causal: past TMA_MIN_FLOPS
+
+    def call(seed):
+        gen = torch.Generator(device="cuda").manual_seed(seed)
+        q, k, v, do = (torch.randn(shape, device="cuda", generator=gen, dtype=torch.bfloat16)
+                       for _ in range(4))
+        q, k, v = (x.requires_grad_() for x in (q, k, v))
+        out = flashtile.flash_attn_func(q, k, v, causal=causal)
+        return (out, *torch.autograd.grad(out, (q, k, v), do))
+
+    call(0)  # first launches: through Triton
+    for seed in (1, 2):
+        direct = call(seed)
+        monkeypatch.setattr(launcher, "USE_TENSOR_MAPS", False)
+        tritons = call(seed)
+        monkeypatch.setattr(launcher, "USE_TENSOR_MAPS", True)
+        for name, a, b in zip(("out", "dq", "dk", "dv"), direct, tritons):
+            if name == "dq":
+                torch.testing.assert_close(a, b, atol=1e-2, rtol=1e-2)
+            else:
+                assert torch.equal(a, b), name
+    assert encoded  # (the direct launch ran)
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
 @pytest.mark.parametrize("size", ["small_triton", "large_gluon"])
 def test_tensors_on_another_gpu_than_the_current_one(size, monkeypatch):

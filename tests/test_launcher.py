@@ -336,3 +336,84 @@ def test_bound_launches_launch_what_tritons_binder_picks(monkeypatch):
             launch(*lead)
             direct += _last_launch_is_tritons_choice(jit, (*lead, *trailing), kwargs) == "direct"
     assert direct >= 2 * len(leads)
+
+
+class _FakeUtils:
+    """The driver's `fill_tma_descriptor`: a tag of what it was asked to encode."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def fill_tma_descriptor(self, ptr, swizzle, elem_size, elem_type, block, shape, strides,
+                            padding):
+        self.calls += 1
+        return ("map", ptr, swizzle, elem_size, elem_type, tuple(block), tuple(shape),
+                tuple(strides), padding)
+
+
+def _tma_launcher(raw_log, n_args: int, desc_at: tuple):
+    """A Triton 3.6 `CudaLauncher` (its __init__, which builds the C module, skipped)
+    whose C launcher only logs: its `launch` is Triton's own descriptor-expanding wrapper."""
+    from triton.backends.nvidia import driver as nvidia
+
+    signature = {i: "i32" for i in range(n_args)}
+    metas = []
+    for i in desc_at:
+        signature[i] = "tensordesc<fp16[16, 32]>"
+        metas.append(dict(swizzle=3, elem_size=2, elem_type=i % 3, block_size=[16, 32],
+                          fp4_padded=False))
+    run = nvidia.CudaLauncher.__new__(nvidia.CudaLauncher)
+    run.num_ctas, run.launch_cooperative_grid, run.launch_pdl = 1, False, True
+    run.global_scratch_size = run.profile_scratch_size = 0
+    run.global_scratch_align = run.profile_scratch_align = 1
+    run.launch = nvidia.wrap_handle_tensordesc(lambda *args: raw_log.append(args), signature,
+                                               metas)
+    return run
+
+
+def test_bound_launch_encodes_each_tensor_map_once_as_tritons_launcher_would(monkeypatch):
+    """The direct launch (`launcher._Direct`) passes the C launcher exactly what Triton
+    3.6's wrapper passes for the same call, and encodes a descriptor only for a new
+    (address, shape, strides, box, layout)."""
+    from triton.runtime import driver as triton_driver
+
+    utils = _FakeUtils()
+    fake_driver = SimpleNamespace(active=SimpleNamespace(
+        utils=utils, get_current_device=lambda: 0, get_current_stream=lambda device: 99))
+    monkeypatch.setattr(launcher, "driver", fake_driver)
+    monkeypatch.setattr(triton_driver, "_active", fake_driver.active)  # (Triton's wrapper)
+    monkeypatch.setattr(launcher, "_TENSOR_MAPS", {})
+    raw_log: list = []
+    compiled = SimpleNamespace(function="fn", packed_metadata="pm",
+                               run=_tma_launcher(raw_log, 6, (0, 2)))
+    kernel = CachedKernel(SimpleNamespace(fn=_kernel_source6))
+    kernel._direct = True
+    kernel.launch = lambda grid, args, kwargs: compiled  # a miss: Triton "compiles"
+    launch = kernel.bind((4, 2), (5, 0.25), dict(FLAG=True))
+    a, b = torch.randn(64, 64).half(), torch.randn(32, 32).half()
+    y = torch.randn(8)
+    calls = [(_descriptor(a, [16, 32]), y, _descriptor(b, [16, 32])),
+             (_descriptor(a, [16, 32]), y, _descriptor(b, [16, 32])),  # same maps
+             (_descriptor(a[:32], [16, 32]), y, _descriptor(b, [16, 32])),  # a new shape
+             (_descriptor(a[:32], [16, 32]), y,  # the same address and shape, new strides
+              _descriptor(b.as_strided((32, 32), (16, 1)), [16, 32]))]
+    launch(*calls[0])  # first: through CachedKernel.launch, which sets up the entry
+    for lead in calls[1:]:
+        launch(*lead)
+        direct = raw_log.pop()
+        compiled.run(4, 2, 1, 99, "fn", "pm", None, knobs_hook("enter"), knobs_hook("exit"),
+                     *lead, 5, 0.25, True, 64)
+        assert direct == raw_log.pop()
+    assert utils.calls == 3 * 2 + 2 + 1 + 1  # Triton: 2 per launch; direct: 2, 1, 1 new
+    monkeypatch.setattr(launcher, "USE_TENSOR_MAPS", False)
+    launch(*calls[2])
+    assert utils.calls == 3 * 2 + 4 + 2  # switched off: Triton's wrapper encodes
+
+
+def knobs_hook(which: str):
+    from triton import knobs
+    return getattr(knobs.runtime, f"launch_{which}_hook")
+
+
+def _kernel_source6(A, Y, B, n, scale, FLAG: bool, BLOCK: int = 64):
+    pass

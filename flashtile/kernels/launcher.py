@@ -19,9 +19,11 @@ values, and `pre_run_hooks` (flashtile's kernels read only constants and registe
 Arguments of other kinds (tuples, pointer wrappers) keep Triton's own path.
 
 `CachedKernel.bind` goes one step further for call sites that memoise their launch
-plans in a `PlanCache` (all of flashtile's but the Triton backward's dK/dV and dQ): a
-`BoundLaunch` fixes the grid, the trailing arguments and the keywords, so a call passes
-only its leading tensors / descriptors and the key is built from those alone.
+plans in a `PlanCache` (all of flashtile's): a `BoundLaunch` fixes the grid, the
+trailing arguments and the keywords, so a call passes only its leading tensors /
+descriptors and the key is built from those alone. It also encodes each TMA descriptor
+once per (address, shape, strides, box, layout) instead of on every launch, as Triton
+3.6's launcher does (`_Direct`).
 """
 
 from __future__ import annotations
@@ -29,10 +31,16 @@ from __future__ import annotations
 import functools
 import inspect
 import operator
+from typing import NamedTuple
 
 import torch
 from triton import knobs
 from triton.runtime import driver
+
+try:  # (device and host number the TMA element types differently)
+    from triton.backends.nvidia.driver import TMA_DTYPE_DEVICE_TO_HOST
+except ImportError:  # another Triton: descriptors keep Triton's own launcher
+    TMA_DTYPE_DEVICE_TO_HOST = None
 
 # Entries are dropped wholesale past this many (e.g. varlen calls with ever-new
 # max_seqlen values): a miss only costs one slow launch.
@@ -215,11 +223,21 @@ class BoundLaunch:
         if hit is None:
             kernel = cached.launch(self.grid, (*lead, *self.trailing), self.kwargs)
             if getattr(kernel, "function", None) is not None:
-                self._kernels[key] = (kernel, self._tail(len(lead)))
+                self._kernels[key] = (kernel, self._tail(len(lead)),
+                                      _Direct.of(kernel, len(lead)))
             return kernel
-        kernel, tail = hit
-        kernel.run(*self._grid3, driver.active.get_current_stream(device), kernel.function,
-                   kernel.packed_metadata, None, enter, exit_, *lead, *tail)
+        kernel, tail, direct = hit
+        stream = driver.active.get_current_stream(device)
+        if direct is not None and USE_TENSOR_MAPS:
+            args = list(lead)
+            for i, encoding in direct.slots:  # (last first: expanding shifts what follows)
+                args[i:i + 1] = _tensor_map(args[i], encoding)
+            direct.launch(*self._grid3, stream, kernel.function, direct.cooperative,
+                          direct.pdl, None, None, kernel.packed_metadata, None, enter, exit_,
+                          *args, *tail)
+        else:
+            kernel.run(*self._grid3, stream, kernel.function, kernel.packed_metadata, None,
+                       enter, exit_, *lead, *tail)
         return kernel
 
     def _tail(self, n_lead: int) -> tuple:
@@ -228,3 +246,65 @@ class BoundLaunch:
         named = {**cached._defaults, **self.kwargs}
         rest = cached._names[n_lead + len(self.trailing):]
         return (*self.trailing, *(named[name] for name in rest))
+
+
+# False: every launch has Triton encode its TMA descriptors again (A/B runs).
+USE_TENSOR_MAPS = True
+_TENSOR_MAPS: dict = {}  # encoding key -> (CUtensorMap, *shape, *strides)
+
+
+def _tensor_map(desc, encoding: tuple) -> tuple:
+    """A host TMA descriptor as Triton 3.6's launcher passes it (`make_tensordesc_arg`):
+    the encoded CUtensorMap, then the shape and strides. Encoded once per address,
+    shape, strides, padding and the kernel's box / swizzle / element type: that is all
+    the map holds, and a training loop's caching allocator hands out the same addresses
+    step after step."""
+    base = desc.base
+    shape, strides = desc.shape, desc.strides
+    key = (base.data_ptr(), *shape, *strides, desc.padding, encoding)
+    hit = _TENSOR_MAPS.get(key)
+    if hit is None:
+        if len(_TENSOR_MAPS) >= MAX_ENTRIES:
+            _TENSOR_MAPS.clear()
+        swizzle, elem_size, elem_type, block = encoding
+        tensor_map = driver.active.utils.fill_tma_descriptor(
+            base.data_ptr(), swizzle, elem_size, elem_type, list(block), shape, strides,
+            1 if desc.padding == "nan" else 0)
+        hit = _TENSOR_MAPS[key] = (tensor_map, *shape, *strides)
+    return hit
+
+
+class _Direct(NamedTuple):
+    """How a `BoundLaunch` calls a compiled kernel's C launcher itself, with its TMA
+    descriptors encoded through `_tensor_map`: Triton 3.6's `CudaLauncher` wraps that
+    launcher in a function that encodes every descriptor on every launch."""
+    launch: object  # the C launcher the wrapper calls
+    slots: tuple  # (argument position, (swizzle, element size, type, box)), last first
+    cooperative: bool
+    pdl: bool
+
+    @staticmethod
+    def of(kernel, n_lead: int):
+        """The direct launch of `kernel`, or None where Triton's own launcher must run:
+        no descriptors, a launcher not shaped like Triton 3.6's, scratch memory to
+        allocate, descriptors without metadata or with FP4 padding, or outside the
+        `n_lead` leading arguments."""
+        run = getattr(kernel, "run", None)
+        wrapper = getattr(run, "launch", None)
+        code = getattr(wrapper, "__code__", None)
+        if TMA_DTYPE_DEVICE_TO_HOST is None or code is None or not wrapper.__closure__:
+            return None
+        cells = dict(zip(code.co_freevars, (c.cell_contents for c in wrapper.__closure__)))
+        if set(cells) != {"launcher", "tensordesc_indices", "tensordesc_meta"}:
+            return None
+        if getattr(run, "global_scratch_size", 1) or getattr(run, "profile_scratch_size", 1):
+            return None
+        indices, metas = sorted(cells["tensordesc_indices"]), cells["tensordesc_meta"]
+        if (len(indices) != len(metas) or any(i >= n_lead for i in indices)
+                or any(m is None or m["fp4_padded"] for m in metas)):
+            return None
+        slots = tuple((i, (m["swizzle"], m["elem_size"],
+                           TMA_DTYPE_DEVICE_TO_HOST[m["elem_type"]], tuple(m["block_size"])))
+                      for i, m in zip(indices, metas))
+        return _Direct(cells["launcher"], slots[::-1], bool(run.launch_cooperative_grid),
+                       bool(run.launch_pdl))
