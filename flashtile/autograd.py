@@ -190,15 +190,10 @@ class _EagerAttention(torch.autograd.Function):
         output = _forward_impl(*inputs)
         _setup_context(ctx, inputs, output)
         ctx.mark_non_differentiable(output[1], output[2])
-        # lse and probs never get a gradient: without this, every backward would first
-        # fill a zero tensor for each (an allocation and a kernel on the GPU)
-        ctx.set_materialize_grads(False)
         return output
 
     @staticmethod
     def backward(ctx, dout, _dlse, _dprobs):
-        if dout is None:  # (only out is differentiable, so this should not happen)
-            return None, None, None, None
         return _backward_through(_backward_impl, ctx, dout)[:3] + (None,)
 
 
