@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from flashtile.kernels import forward, launcher
 from flashtile.kernels.launcher import CachedKernel
@@ -351,30 +352,41 @@ class _FakeUtils:
                 tuple(strides), padding)
 
 
-def _tma_launcher(raw_log, n_args: int, desc_at: tuple):
+def _tma_launcher(raw_log, n_args: int, desc_at: tuple, swizzle=3, metas=True, fp4=False,
+                  scratch=0):
     """A Triton 3.6 `CudaLauncher` (its __init__, which builds the C module, skipped)
-    whose C launcher only logs: its `launch` is Triton's own descriptor-expanding wrapper."""
+    whose C launcher only logs: its `launch` is Triton's own descriptor-expanding wrapper.
+    Descriptor k has device element type 8 + k (types 8-10 are numbered differently on
+    the host)."""
     from triton.backends.nvidia import driver as nvidia
 
     signature = {i: "i32" for i in range(n_args)}
-    metas = []
-    for i in desc_at:
+    meta = []
+    for k, i in enumerate(desc_at):
         signature[i] = "tensordesc<fp16[16, 32]>"
-        metas.append(dict(swizzle=3, elem_size=2, elem_type=i % 3, block_size=[16, 32],
-                          fp4_padded=False))
+        meta.append(dict(swizzle=swizzle, elem_size=2, elem_type=8 + k, block_size=[16, 32],
+                         fp4_padded=fp4))
     run = nvidia.CudaLauncher.__new__(nvidia.CudaLauncher)
     run.num_ctas, run.launch_cooperative_grid, run.launch_pdl = 1, False, True
-    run.global_scratch_size = run.profile_scratch_size = 0
+    run.global_scratch_size, run.profile_scratch_size = scratch, 0
     run.global_scratch_align = run.profile_scratch_align = 1
     run.launch = nvidia.wrap_handle_tensordesc(lambda *args: raw_log.append(args), signature,
-                                               metas)
+                                               meta if metas else None)
     return run
+
+
+def _bound(compiled):
+    """A BoundLaunch of a fake kernel whose first launch "compiles" to `compiled`."""
+    kernel = CachedKernel(SimpleNamespace(fn=_kernel_source6))
+    kernel._direct = True
+    kernel.launch = lambda grid, args, kwargs: compiled
+    return kernel.bind((4, 2), (5, 0.25), dict(FLAG=True))
 
 
 def test_bound_launch_encodes_each_tensor_map_once_as_tritons_launcher_would(monkeypatch):
     """The direct launch (`launcher._Direct`) passes the C launcher exactly what Triton
     3.6's wrapper passes for the same call, and encodes a descriptor only for a new
-    (address, shape, strides, box, layout)."""
+    (address, shape, strides, padding, box, layout)."""
     from triton.runtime import driver as triton_driver
 
     utils = _FakeUtils()
@@ -384,30 +396,48 @@ def test_bound_launch_encodes_each_tensor_map_once_as_tritons_launcher_would(mon
     monkeypatch.setattr(triton_driver, "_active", fake_driver.active)  # (Triton's wrapper)
     monkeypatch.setattr(launcher, "_TENSOR_MAPS", {})
     raw_log: list = []
-    compiled = SimpleNamespace(function="fn", packed_metadata="pm",
-                               run=_tma_launcher(raw_log, 6, (0, 2)))
-    kernel = CachedKernel(SimpleNamespace(fn=_kernel_source6))
-    kernel._direct = True
-    kernel.launch = lambda grid, args, kwargs: compiled  # a miss: Triton "compiles"
-    launch = kernel.bind((4, 2), (5, 0.25), dict(FLAG=True))
     a, b = torch.randn(64, 64).half(), torch.randn(32, 32).half()
     y = torch.randn(8)
-    calls = [(_descriptor(a, [16, 32]), y, _descriptor(b, [16, 32])),
-             (_descriptor(a, [16, 32]), y, _descriptor(b, [16, 32])),  # same maps
-             (_descriptor(a[:32], [16, 32]), y, _descriptor(b, [16, 32])),  # a new shape
-             (_descriptor(a[:32], [16, 32]), y,  # the same address and shape, new strides
-              _descriptor(b.as_strided((32, 32), (16, 1)), [16, 32]))]
-    launch(*calls[0])  # first: through CachedKernel.launch, which sets up the entry
-    for lead in calls[1:]:
-        launch(*lead)
-        direct = raw_log.pop()
-        compiled.run(4, 2, 1, 99, "fn", "pm", None, knobs_hook("enter"), knobs_hook("exit"),
-                     *lead, 5, 0.25, True, 64)
-        assert direct == raw_log.pop()
-    assert utils.calls == 3 * 2 + 2 + 1 + 1  # Triton: 2 per launch; direct: 2, 1, 1 new
+    desc = lambda x, padding="zero": TensorDescriptor.from_tensor(  # noqa: E731
+        x, [16, 32], padding=padding)
+    short = desc(a[:32])
+    plain = [(desc(a), y, desc(b)),
+             (desc(a), y, desc(b)),  # the same maps
+             (short, y, desc(b)),  # a new shape
+             (short, y, desc(b.as_strided((32, 32), (16, 1))))]  # new strides
+    nan = [(desc(a[:32], "nan"), y, desc(b))] * 2  # new padding (a new launch key too)
+    for swizzle in (3, 2):  # 2: another layout, so new maps for the same tensors
+        compiled = SimpleNamespace(function="fn", packed_metadata="pm",
+                                   run=_tma_launcher(raw_log, 6, (0, 2), swizzle))
+        assert launcher._Direct.of(compiled, 3) is not None
+        launch = _bound(compiled)
+        for calls, new_maps in ((plain, (2, 1, 1)), (nan, (1,))):
+            launch(*calls[0])  # a new key: through CachedKernel.launch, no direct launch
+            for lead, new in zip(calls[1:], new_maps):
+                before = utils.calls
+                launch(*lead)
+                direct = raw_log.pop()
+                assert utils.calls - before == new
+                compiled.run(4, 2, 1, 99, "fn", "pm", None, knobs_hook("enter"),
+                             knobs_hook("exit"), *lead, 5, 0.25, True, 64)
+                assert direct == raw_log.pop()  # (Triton's wrapper encodes both each time)
+    before = utils.calls
     monkeypatch.setattr(launcher, "USE_TENSOR_MAPS", False)
-    launch(*calls[2])
-    assert utils.calls == 3 * 2 + 4 + 2  # switched off: Triton's wrapper encodes
+    launch(*plain[2])
+    assert utils.calls - before == 2  # switched off: Triton's wrapper encodes
+
+
+@pytest.mark.parametrize("odd", ["fp4", "scratch", "no_metadata", "not_leading", "no_descs"])
+def test_direct_launch_falls_back_where_tritons_launcher_differs(odd):
+    """`_Direct.of` returns None (Triton's own launcher runs) for FP4-padded descriptors,
+    scratch memory to allocate, descriptors without metadata, descriptors past the
+    leading arguments, and launchers with no descriptor wrapper."""
+    desc_at = (0, 2) if odd != "not_leading" else (0, 4)
+    run = _tma_launcher([], 6, desc_at, fp4=odd == "fp4", metas=odd != "no_metadata",
+                        scratch=64 if odd == "scratch" else 0)
+    if odd == "no_descs":
+        run = _tma_launcher([], 6, ())
+    assert launcher._Direct.of(SimpleNamespace(run=run), 3) is None
 
 
 def knobs_hook(which: str):

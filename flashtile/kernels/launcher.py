@@ -34,13 +34,17 @@ import operator
 from typing import NamedTuple
 
 import torch
+import triton
 from triton import knobs
 from triton.runtime import driver
 
 try:  # (device and host number the TMA element types differently)
     from triton.backends.nvidia.driver import TMA_DTYPE_DEVICE_TO_HOST
-except ImportError:  # another Triton: descriptors keep Triton's own launcher
+except ImportError:
     TMA_DTYPE_DEVICE_TO_HOST = None
+# `_Direct` follows Triton 3.6's CUDA launcher argument for argument: other versions (and
+# builds without the NVIDIA backend) keep Triton's own descriptor path.
+_DIRECT_OK = triton.__version__.startswith("3.6.") and TMA_DTYPE_DEVICE_TO_HOST is not None
 
 # Entries are dropped wholesale past this many (e.g. varlen calls with ever-new
 # max_seqlen values): a miss only costs one slow launch.
@@ -251,6 +255,9 @@ class BoundLaunch:
 # False: every launch has Triton encode its TMA descriptors again (A/B runs).
 USE_TENSOR_MAPS = True
 _TENSOR_MAPS: dict = {}  # encoding key -> (CUtensorMap, *shape, *strides)
+# More than MAX_ENTRIES: a deep model's training step alone passes ~10 descriptors per
+# layer (forward and backward), each entry ~200 bytes. Dropped wholesale past it.
+MAX_TENSOR_MAPS = 8192
 
 
 def _tensor_map(desc, encoding: tuple) -> tuple:
@@ -264,7 +271,7 @@ def _tensor_map(desc, encoding: tuple) -> tuple:
     key = (base.data_ptr(), *shape, *strides, desc.padding, encoding)
     hit = _TENSOR_MAPS.get(key)
     if hit is None:
-        if len(_TENSOR_MAPS) >= MAX_ENTRIES:
+        if len(_TENSOR_MAPS) >= MAX_TENSOR_MAPS:
             _TENSOR_MAPS.clear()
         swizzle, elem_size, elem_type, block = encoding
         tensor_map = driver.active.utils.fill_tma_descriptor(
@@ -292,7 +299,7 @@ class _Direct(NamedTuple):
         run = getattr(kernel, "run", None)
         wrapper = getattr(run, "launch", None)
         code = getattr(wrapper, "__code__", None)
-        if TMA_DTYPE_DEVICE_TO_HOST is None or code is None or not wrapper.__closure__:
+        if not _DIRECT_OK or code is None or not wrapper.__closure__:
             return None
         cells = dict(zip(code.co_freevars, (c.cell_contents for c in wrapper.__closure__)))
         if set(cells) != {"launcher", "tensordesc_indices", "tensordesc_meta"}:
