@@ -256,7 +256,7 @@ class BoundLaunch:
 USE_TENSOR_MAPS = True
 _TENSOR_MAPS: dict = {}  # encoding key -> (CUtensorMap, *shape, *strides)
 # More than MAX_ENTRIES: a deep model's training step alone passes ~10 descriptors per
-# layer (forward and backward), each entry ~200 bytes. Dropped wholesale past it.
+# layer (forward and backward), each entry a few hundred bytes. Dropped wholesale past it.
 MAX_TENSOR_MAPS = 8192
 
 
