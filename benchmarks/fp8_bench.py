@@ -42,14 +42,17 @@ VARIANTS = {
           ("128x64 w8 s2 TMA", C(128, 64, 8, 2, True), True, True),
           ("128x64 w8 s4 TMA", C(128, 64, 8, 4, True), True, True),
           ("64x64 w4 s3 TMA", C(64, 64, 4, 3, True), True, True),
-          ("64x128 w4 s2 TMA", C(64, 128, 4, 2, True), True, True)],
+          ("64x128 w4 s2 TMA", C(64, 128, 4, 2, True), True, True),
+          # pointer loads: the bf16 d256 row's choice (TMA lost 20% there; session 12)
+          ("128x64 w8 s3 ptr", C(128, 64, 8, 3, False), True, True),
+          ("128x64 w8 s2 ptr", C(128, 64, 8, 2, False), True, True)],
 }
 
 
-def variants(out_dir, seqlen=8192, causal=False):
+def variants(out_dir, seqlen=8192, causal=False, head_dims=(128, 256)):
     """Where FP8 time goes: one shape per head dim, the knobs of forward.py switched."""
     rows, results = [], []
-    for d in (128, 256):
+    for d in head_dims:
         batch, heads = max(1, 16384 // seqlen), 2048 // d
         q, k, v = (torch.randn(batch, seqlen, heads, d, device="cuda") for _ in range(3))
         q8, k8, v8 = (x.to(E4M3) for x in (q, k, v))
@@ -93,9 +96,11 @@ def main():
     ap.add_argument("--variants", action="store_true",
                     help="the experiment grid instead, at the first --seqlens value")
     ap.add_argument("--causal", action="store_true", help="--variants: causal")
+    ap.add_argument("--head-dims", default="128,256", help="--variants: which head dims")
     args = ap.parse_args()
     if args.variants:
-        return variants(args.out, int(args.seqlens.split(",")[0]), args.causal)
+        return variants(args.out, int(args.seqlens.split(",")[0]), args.causal,
+                        [int(d) for d in args.head_dims.split(",")])
     run(args.out, [int(s) for s in args.seqlens.split(",")])
 
 
