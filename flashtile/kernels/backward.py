@@ -441,10 +441,11 @@ def _plan_backward(q, k, v, dout, dq, dk, dv, lse, alibi_slopes, cfg_kv, cfg_q, 
     def loads(cfg):
         # dQ/dK/dV are stored through pointers whatever the loads: spans past 2^31 keep
         # the 64-bit pointer path for the whole kernel.
-        if cfg.tma and dense_ok and pointers != LOAD_PTR64.value:
+        if cfg is not None and cfg.tma and dense_ok and pointers != LOAD_PTR64.value:
             return LOAD_DESC.value
         return pointers
 
+    kv_loads, q_loads = loads(cfg_kv), loads(cfg_q)
     dkdv = dq_launch = None
     if max_seqlen_k > 0:
         dkdv = _dkdv_launch.bind(
@@ -452,7 +453,7 @@ def _plan_backward(q, k, v, dout, dq, dk, dv, lse, alibi_slopes, cfg_kv, cfg_q, 
             (*strides_in, *seq_strides(dk, varlen), *seq_strides(dv, varlen), stride_lb,
              stride_lh, stride_ab, stride_ah, num_heads, kv_heads, num_heads // kv_heads,
              seqlen_q, seqlen_k),
-            dict(BLOCK_M=cfg_kv.block_m, BLOCK_N=cfg_kv.block_n, LOADS=loads(cfg_kv),
+            dict(BLOCK_M=cfg_kv.block_m, BLOCK_N=cfg_kv.block_n, LOADS=kv_loads,
                  DQ_MODE=dq_mode, num_warps=cfg_kv.num_warps, num_stages=cfg_kv.num_stages,
                  **common))
     if cfg_q is not None and max_seqlen_q > 0:
@@ -460,12 +461,11 @@ def _plan_backward(q, k, v, dout, dq, dk, dv, lse, alibi_slopes, cfg_kv, cfg_q, 
             (cdiv(max_seqlen_q, cfg_q.block_m), *batch_head_grid(batch, num_heads)),
             (*strides_in, *seq_strides(dq, varlen), stride_lb, stride_lh, stride_ab, stride_ah,
              num_heads, num_heads // kv_heads, seqlen_q, seqlen_k),
-            dict(BLOCK_M=cfg_q.block_m, BLOCK_N=cfg_q.block_n, LOADS=loads(cfg_q),
+            dict(BLOCK_M=cfg_q.block_m, BLOCK_N=cfg_q.block_n, LOADS=q_loads,
                  LONGEST_FIRST=cfg_q.longest_first, num_warps=cfg_q.num_warps,
                  num_stages=cfg_q.num_stages, **common))
-    return _BackwardPlan(dkdv, loads(cfg_kv) == LOAD_DESC.value,
-                         dq_launch, cfg_q is not None and loads(cfg_q) == LOAD_DESC.value,
-                         block_d, (stride_lb, stride_lh))
+    return _BackwardPlan(dkdv, kv_loads == LOAD_DESC.value, dq_launch,
+                         q_loads == LOAD_DESC.value, block_d, (stride_lb, stride_lh))
 
 
 @on_tensors_device
