@@ -6,11 +6,13 @@ process: 16k tokens, model dim 2048, forward TFLOP/s.
         --versions base=.variants/forward_hopper_base.py \
                    tree=flashtile/kernels/forward_hopper.py \
                    tree_pp=flashtile/kernels/forward_hopper.py@pp \
-                   n256=flashtile/kernels/forward_hopper.py@256,2,240,24
+                   s22=flashtile/kernels/forward_hopper.py@64,2,2,240,24
 
-A version is name=path[@block_n,stages,consumer_regs,loader_regs][@pp]: the module copy at
-path, its CONFIGS row for (dtype, head dim) replaced, ping-pong on for that row. Every
-version's output is compared with the Triton kernel's (max |diff|, in the JSON). The
+A version is name=path[@row][@pp]: the module copy at path, its CONFIGS row for (dtype,
+head dim) replaced by row in the copy's own format (block_n,k_stages,v_stages,
+consumer_regs,loader_regs since session 13; block_n,stages,consumer_regs,loader_regs
+before), ping-pong on for that row (copies that had it). Every version's output is
+compared with the Triton kernel's (max |diff|, in the JSON). The
 "bf16" column is flashtile's default dispatch in bf16 (issue #7 measures FP8 against it).
 Writes gluon_fwd_versions_d<head dim>_<dtypes>.json.
 """

@@ -2,10 +2,11 @@
 Triton forward, in one process: 16k tokens, model dim 2048, forward TFLOP/s.
 
     python3 benchmarks/gluon_variants.py --out "$OUT" --seqlen 16384 \
-        --variants 128,2,232,40 128,2,240,24 64,3,232,40
+        --variants 128,3,3,240,24 64,2,2,240,24
 
-A variant is block_n,stages,consumer_regs,loader_regs. (Session 6's ping-pong switch is gone
-with the code it switched; gluon_fwd_versions.py times whole module versions.)
+A variant is block_n,k_stages,v_stages,consumer_regs,loader_regs. (Session 6's ping-pong
+switch is gone with the code it switched; gluon_fwd_versions.py times whole module
+versions.)
 Writes gluon_variants_d<head dim>.json.
 """
 
@@ -49,7 +50,7 @@ def main():
                 gluon = name != "triton"
                 if gluon:
                     fields = [int(x) for x in name.split(",")]
-                    forward_hopper.CONFIGS[(dtype, d)] = tuple(fields[:4])
+                    forward_hopper.CONFIGS[(dtype, d)] = tuple(fields[:5])
                 fn = gluon_ab._flashtile(gluon, dtype == "fp8")
                 call = bench.rotating(lambda q, k, v, fn=fn: fn(q, k, v, causal), use)
                 with torch.no_grad():  # each variant's output against the Triton kernel's

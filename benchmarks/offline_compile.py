@@ -157,7 +157,7 @@ def forward_launch(args):
 
 def gluon_forward_launch(args):
     """The Gluon forward (forward_hopper.py) with its CONFIGS row, or --config
-    block_n,stages,consumer_regs,loader_regs patched into that row."""
+    block_n,k_stages,v_stages,consumer_regs,loader_regs patched into that row."""
     from flashtile.kernels import forward_hopper
     dtype = DTYPES[args.dtype]
     shape = (args.batch, args.seqlen, args.heads, args.head_dim)
@@ -213,7 +213,7 @@ def main(argv=None):
     ap.add_argument("--heads", type=int, default=16)
     ap.add_argument("--causal", action="store_true")
     ap.add_argument("--config", help="block_m,block_n,warps,stages[,tma] overriding the table"
-                    " (fwd_gluon: block_n,stages,consumer_regs,loader_regs;"
+                    " (fwd_gluon: block_n,k_stages,v_stages,consumer_regs,loader_regs;"
                     " bwd_gluon: stages,consumer_regs,loader_regs)")
     ap.add_argument("--table-key", help="which pass --config overrides (e.g. bwd_dkdv)")
     ap.add_argument("--set", action="append", default=[],

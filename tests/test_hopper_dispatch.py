@@ -23,13 +23,22 @@ def test_cpu_tensors_never_take_the_gluon_kernel():
 def test_enabled_rows_have_configs():
     assert forward_hopper.ENABLED <= set(forward_hopper.CONFIGS)
     for (dtype_class, head_dim), row in forward_hopper.CONFIGS.items():
-        block_n, stages, consumer_regs, loader_regs = row
+        block_n, k_stages, v_stages, consumer_regs, loader_regs = row
         assert dtype_class in ("16bit", "fp8") and head_dim in (64, 128, 256)
         # setmaxnreg: multiples of 8 within 24..256; two consumer warpgroups + the loader
         # warpgroup must fit the SM's 64k registers
         assert consumer_regs % 8 == 0 and loader_regs % 8 == 0
         assert 2 * 128 * consumer_regs + 128 * loader_regs <= 65536
-        assert block_n in (64, 128) and stages >= 2
+        assert block_n in (64, 128) and k_stages >= 2 and v_stages >= 2
+        assert forward_hopper.shared_bytes(dtype_class, head_dim, row) \
+            <= forward_hopper.SHARED_BYTES - 1024  # the mbarriers and alignment
+
+
+def test_shared_bytes_counts_every_buffer():
+    """d128 bf16 with 3 + 3 slots of 128 keys: Q (and O) 32 KB, K and V 3 x 32 KB each."""
+    assert forward_hopper.shared_bytes("16bit", 128, (128, 3, 3, 240, 24)) == 229376
+    # FP8 d256: Q 32 KB, bf16 O staging 64 KB, 2 + 3 slots of 64 keys (16 KB each)
+    assert forward_hopper.shared_bytes("fp8", 256, (64, 2, 3, 240, 24)) == 180224
 
 
 def test_small_launches_stay_on_the_triton_kernel(monkeypatch):

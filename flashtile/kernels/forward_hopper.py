@@ -12,15 +12,17 @@ lets this kernel overlap them the way FlashAttention-3 does within a warpgroup:
     wait for P.V, rescale O
 
 Warp specialisation as in FlashAttention-3: one CTA is a producer warp (`_loader`:
-TMA copies of Q, then K / V tiles into a ring of STAGES shared-memory slots with
-"full" mbarriers) and two consumer warpgroups (`_consumer`: 64 query rows each),
-which release a slot through its "empty" mbarrier once they are done with it.
+TMA copies of Q, then K and V tiles into two rings of shared-memory slots with "full"
+mbarriers) and two consumer warpgroups (`_consumer`: 64 query rows each), which release
+a slot through its "empty" mbarrier once they are done with it. K and V have rings of
+their own because K_j is done a whole step before V_j (after Q K_j^T, not P_j V_j):
+its slot refills a step earlier, so two slots each give loads a step of slack.
 
 Scope (`supports` decides; everything else takes the Triton kernel): dense (B, S, H, D)
 inputs on sm_90 with TMA-aligned strides, causal or not (no other window), no softcap /
 ALiBi / dropout / probs, softmax_scale > 0, and a (dtype, head dim) row in ENABLED:
-fp16 / bf16 at d128 today. The d64 and FP8 (e4m3, d64 / d128) rows compile and pass
-the GPU tests but are slower than the Triton kernel, so they are off.
+fp16 / bf16 at d128 and d256 today. The d64 and FP8 (e4m3) rows compile and pass the
+GPU tests but are no faster than the Triton kernel, so they are off.
 """
 
 from __future__ import annotations
@@ -40,12 +42,14 @@ from .launcher import BoundLaunch, CachedKernel, PlanCache
 
 
 @gluon.jit
-def _loader(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, full, empty, b, h, hk,
-            m0, n_tiles):
-    """Producer warp: Q's two halves once, then K / V tiles into the ring. A slot is
-    reused once both consumers arrived on its `empty` barrier. (Partitions get their
-    compile-time sizes from the buffers' shapes: Triton 3.6 passes only values.)"""
-    STAGES: gl.constexpr = k_smem.shape[0]
+def _loader(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_full, k_empty, v_full,
+            v_empty, b, h, hk, m0, n_tiles):
+    """Producer warp: Q's two halves once, then K and V tiles into their own rings. A slot
+    is reused once both consumers arrived on its `empty` barrier: a K slot as soon as its
+    Q K^T is done, a V slot after its P.V, so K runs further ahead than V. (Partitions get
+    their compile-time sizes from the buffers' shapes: Triton 3.6 passes only values.)"""
+    K_STAGES: gl.constexpr = k_smem.shape[0]
+    V_STAGES: gl.constexpr = v_smem.shape[0]
     BLOCK_N: gl.constexpr = k_smem.shape[2]
     V_T: gl.constexpr = q_smem.dtype.is_fp8()
     half: gl.constexpr = q_desc.block_type.shape[1]
@@ -53,11 +57,15 @@ def _loader(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, full, empty, 
     tma.async_copy_global_to_shared(q_desc, [b, m0, h, 0], q_bar, q_smem.index(0))
     tma.async_copy_global_to_shared(q_desc, [b, m0 + half, h, 0], q_bar, q_smem.index(1))
     for j in range(n_tiles):
-        slot = j % STAGES
-        mbarrier.wait(empty.index(slot), ((j // STAGES) & 1) ^ 1, pred=j >= STAGES)
-        bar = full.index(slot)
-        mbarrier.expect(bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(k_desc, [b, j * BLOCK_N, hk, 0], bar, k_smem.index(slot))
+        slot = j % K_STAGES
+        mbarrier.wait(k_empty.index(slot), ((j // K_STAGES) & 1) ^ 1, pred=j >= K_STAGES)
+        mbarrier.expect(k_full.index(slot), k_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(k_desc, [b, j * BLOCK_N, hk, 0], k_full.index(slot),
+                                        k_smem.index(slot))
+        slot = j % V_STAGES
+        mbarrier.wait(v_empty.index(slot), ((j // V_STAGES) & 1) ^ 1, pred=j >= V_STAGES)
+        bar = v_full.index(slot)
+        mbarrier.expect(bar, v_desc.block_type.nbytes)
         if V_T:  # (B, Hk, D, S) copy of V: keys contiguous, as FP8 P.V needs
             tma.async_copy_global_to_shared(v_desc, [b, hk, 0, j * BLOCK_N], bar,
                                             v_smem.index(slot))
@@ -97,16 +105,17 @@ def _softmax_tile(s, m_i, l_i, rows, j, n_full, qk_scale, seqlen_k, diag,
 
 
 @gluon.jit
-def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, full, empty, Lse, wg, b, h,
-              m0, n_tiles, n_full, diag, seqlen_q, seqlen_k, qk_scale, out_scale, stride_lb,
-              stride_lh):
+def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, k_full, k_empty, v_full, v_empty,
+              Lse, wg, b, h, m0, n_tiles, n_full, diag, seqlen_q, seqlen_k, qk_scale,
+              out_scale, stride_lb, stride_lh):
     """One warpgroup: 64 query rows (half `wg` of the CTA's block), start to finish.
     Query i sees keys <= i + diag (causal; diag = seqlen_k otherwise)."""
     dtype: gl.constexpr = q_smem.dtype
     IS_FP8: gl.constexpr = dtype.is_fp8()
     ROWS: gl.constexpr = q_smem.shape[2]
     HEAD_DIM: gl.constexpr = q_smem.shape[4]
-    STAGES: gl.constexpr = k_smem.shape[0]
+    K_STAGES: gl.constexpr = k_smem.shape[0]
+    V_STAGES: gl.constexpr = v_smem.shape[0]
     BLOCK_N: gl.constexpr = k_smem.shape[2]
     k_width: gl.constexpr = 256 // dtype.primitive_bitwidth
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(
@@ -128,29 +137,33 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, full, empty, Lse, w
 
     if n_tiles > 0:
         # Prologue: the first score tile and its softmax.
-        mbarrier.wait(full.index(0), 0)
+        mbarrier.wait(k_full.index(0), 0)
         s = warpgroup_mma(q, _kt(k_smem.index(0), BLOCK_N, HEAD_DIM), s_zero,
                           use_acc=False, is_async=True)
         s = warpgroup_mma_wait(0, deps=[s])
+        mbarrier.arrive(k_empty.index(0), count=1)
         p, alpha, m_i, l_i = _softmax_tile(s, m_i, l_i, rows, 0, n_full, qk_scale, seqlen_k,
                                            diag, BLOCK_N, s_layout)
         for j in range(1, n_tiles):
-            slot = j % STAGES
-            prev = (j - 1) % STAGES
-            mbarrier.wait(full.index(slot), (j // STAGES) & 1)  # V_{j-1} came with K_{j-1}
+            k_slot = j % K_STAGES
+            v_slot = (j - 1) % V_STAGES
+            mbarrier.wait(k_full.index(k_slot), (j // K_STAGES) & 1)
+            mbarrier.wait(v_full.index(v_slot), ((j - 1) // V_STAGES) & 1)
             pv = _p_operand(p, dtype, p_layout)
-            s = warpgroup_mma(q, _kt(k_smem.index(slot), BLOCK_N, HEAD_DIM), s_zero,
+            s = warpgroup_mma(q, _kt(k_smem.index(k_slot), BLOCK_N, HEAD_DIM), s_zero,
                               use_acc=False, is_async=True)
-            acc = warpgroup_mma(pv, _v_operand(v_smem.index(prev), BLOCK_N, HEAD_DIM, IS_FP8),
+            acc = warpgroup_mma(pv, _v_operand(v_smem.index(v_slot), BLOCK_N, HEAD_DIM, IS_FP8),
                                 acc, is_async=True)
             s = warpgroup_mma_wait(1, deps=[s])  # S_j is ready; P.V may still run
+            mbarrier.arrive(k_empty.index(k_slot), count=1)  # K_j: the loader may refill
             p, alpha, m_i, l_i = _softmax_tile(s, m_i, l_i, rows, j, n_full, qk_scale,
                                                seqlen_k, diag, BLOCK_N, s_layout)
             acc = _wait_pv(acc, pv, IS_FP8)
-            mbarrier.arrive(empty.index(prev), count=1)  # this warpgroup is done with it
+            mbarrier.arrive(v_empty.index(v_slot), count=1)
             acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
         # The last tile's P.V.
-        last = (n_tiles - 1) % STAGES
+        last = (n_tiles - 1) % V_STAGES
+        mbarrier.wait(v_full.index(last), ((n_tiles - 1) // V_STAGES) & 1)
         pv = _p_operand(p, dtype, p_layout)
         acc = warpgroup_mma(pv, _v_operand(v_smem.index(last), BLOCK_N, HEAD_DIM, IS_FP8),
                             acc, is_async=True)
@@ -173,7 +186,8 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, full, empty, Lse, w
 @gluon.jit
 def _fwd_kernel(q_desc, k_desc, v_desc, o_desc, Lse, Descale, stride_lb, stride_lh,
                 stride_desc, num_heads, kv_group, seqlen_q, seqlen_k, qk_scale,
-                HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
+                HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, K_STAGES: gl.constexpr,
+                V_STAGES: gl.constexpr,
                 CAUSAL: gl.constexpr, IS_FP8: gl.constexpr, LONGEST_FIRST: gl.constexpr,
                 CONSUMER_REGS: gl.constexpr, LOADER_REGS: gl.constexpr):
     """One CTA = 2 * 64 query rows of one (batch, head): a producer warp and two
@@ -207,9 +221,9 @@ def _fwd_kernel(q_desc, k_desc, v_desc, o_desc, Lse, Descale, stride_lb, stride_
         out_scale = gl.load(dbase + 2 * stride_desc)
 
     q_smem = gl.allocate_shared_memory(dtype, [2] + q_desc.block_type.shape, q_desc.layout)
-    k_smem = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape,
+    k_smem = gl.allocate_shared_memory(dtype, [K_STAGES] + k_desc.block_type.shape,
                                        k_desc.layout)
-    v_smem = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape,
+    v_smem = gl.allocate_shared_memory(dtype, [V_STAGES] + v_desc.block_type.shape,
                                        v_desc.layout)
     if o_desc.dtype == dtype:  # O's staging reuses Q's tiles: room for a third K/V slot
         o_smem = q_smem
@@ -217,25 +231,35 @@ def _fwd_kernel(q_desc, k_desc, v_desc, o_desc, Lse, Descale, stride_lb, stride_
         o_smem = gl.allocate_shared_memory(o_desc.dtype, [2] + o_desc.block_type.shape,
                                            o_desc.layout)
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     mbarrier.init(q_bar, count=1)
-    for i in gl.static_range(STAGES):
-        mbarrier.init(full.index(i), count=1)
-        mbarrier.init(empty.index(i), count=2)  # one arrive per consumer warpgroup
+    k_full, k_empty = _ring_barriers(K_STAGES)
+    v_full, v_empty = _ring_barriers(V_STAGES)
 
-    consumer_args = (o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, full, empty, Lse)
+    consumer_args = (o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, k_full, k_empty, v_full,
+                     v_empty, Lse)
     tail = (b, h, m0, n_tiles, n_full, diag, seqlen_q, seqlen_k, qk_scale, out_scale,
             stride_lb, stride_lh)
     gl.warp_specialize([
         (_consumer, consumer_args + (gl.to_tensor(0), ) + tail),
         (_consumer, consumer_args + (gl.to_tensor(1), ) + tail),
-        (_loader, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, full, empty, b, h,
-                   hk, m0, n_tiles)),
+        (_loader, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_full, k_empty,
+                   v_full, v_empty, b, h, hk, m0, n_tiles)),
     ], [4, 1], [CONSUMER_REGS, LOADER_REGS])
 
 
 _fwd_launch = CachedKernel(_fwd_kernel)
+
+
+@gluon.jit
+def _ring_barriers(STAGES: gl.constexpr):
+    """A ring's "full" (the loader's TMA landed) and "empty" (both consumers are done
+    with the slot) mbarriers."""
+    full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(full.index(i), count=1)
+        mbarrier.init(empty.index(i), count=2)  # one arrive per consumer warpgroup
+    return full, empty
 
 
 @gluon.jit
@@ -281,25 +305,35 @@ def _v_operand(v_tile, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, V_T: gl.co
         return v_tile.reshape([BLOCK_N, HEAD_DIM])
 
 
-# (dtype class, head dim) -> (key tile, ring slots, consumer / loader registers). The
-# query block is always 2 x 64 rows (two consumer warpgroups).
-# d128: 128-key tiles with three slots (O staged in Q's tiles to fit) and 240 consumer
-# registers (no spills) won by 15-20% over 64-key tiles (benchmarks/NOTES.md, session 6).
+# (dtype class, head dim) -> (key tile, K ring slots, V ring slots, consumer / loader
+# registers). The query block is always 2 x 64 rows (two consumer warpgroups); 16-bit O is
+# staged in Q's tiles. d128: 128-key tiles with three slots and 240 consumer registers (no
+# spills) won by 15-20% over 64-key tiles (benchmarks/NOTES.md, session 6).
 CONFIGS = {
-    ("16bit", 64): (128, 3, 232, 40),
-    ("16bit", 128): (128, 3, 240, 24),
-    ("fp8", 64): (128, 3, 232, 40),
-    ("fp8", 128): (128, 3, 240, 24),
-    # d256: O (128 registers) leaves room for 64-key tiles only; two slots fill the
-    # shared memory (bf16: 197 KB; FP8: 164 KB)
-    ("16bit", 256): (64, 2, 240, 24),
-    ("fp8", 256): (64, 2, 240, 24),
+    ("16bit", 64): (128, 3, 3, 232, 40),
+    ("16bit", 128): (128, 3, 3, 240, 24),
+    ("fp8", 64): (128, 3, 3, 232, 40),
+    ("fp8", 128): (128, 3, 3, 240, 24),
+    # d256: O (128 registers) leaves room for 64-key tiles only
+    ("16bit", 256): (64, 2, 2, 240, 24),
+    ("fp8", 256): (64, 3, 3, 240, 24),
 }
-# Rows of CONFIGS the dispatch uses: where this kernel beat the Triton one in
-# gluon_ab.py (H200, same process): 16-bit d128, +1-16% (causal 1k-2k most). At d64
-# it is 3-10% slower below 8k; FP8 is slower everywhere (the Triton kernel's P needs
-# no shuffles: forward._permute_keys).
-ENABLED = {("16bit", 128)}
+SHARED_BYTES = 232448  # sm_90's most dynamic shared memory per CTA
+
+
+def shared_bytes(dtype_class: str, head_dim: int, row: tuple) -> int:
+    """Shared memory a CONFIGS row allocates (Q, the rings, FP8's bf16 O staging)."""
+    block_n, k_stages, v_stages = row[:3]
+    width = 1 if dtype_class == "fp8" else 2
+    q_bytes = 2 * ROWS * head_dim * width
+    o_bytes = 2 * ROWS * head_dim * 2 if dtype_class == "fp8" else 0
+    return q_bytes + o_bytes + (k_stages + v_stages) * block_n * head_dim * width
+
+
+# Rows of CONFIGS the dispatch uses: where this kernel beat the Triton one (H200, same
+# process): 16-bit d128, +1-16% (causal 1k-2k most); 16-bit d256 with the split rings,
+# +34-43% (NOTES.md session 13). At d64 it is 3-10% slower below 8k; FP8 ties or loses.
+ENABLED = {("16bit", 128), ("16bit", 256)}
 # Below this the call is host-bound and either kernel does (the Triton one's pointer
 # loads, cheapest to launch). It was 1e11 while this launch built its descriptors through
 # Gluon's validating dataclass; with them built directly and the launch cache
@@ -351,13 +385,13 @@ def _plan(q, k, lse, config, softmax_scale: float, causal: bool) -> _Plan:
     """The launch for these shapes, dtype, options and config row (memoised on them)."""
     batch, seqlen_q, num_heads, head_dim = q.shape
     seqlen_k, kv_heads = k.shape[1], k.shape[2]
-    block_n, stages, consumer_regs, loader_regs = config
+    block_n, k_stages, v_stages, consumer_regs, loader_regs = config
     grid = (-(-seqlen_q // (2 * ROWS)), *batch_head_grid(batch, num_heads))
     trailing = (lse.stride(0), lse.stride(1), batch * kv_heads, num_heads, num_heads // kv_heads,
                 seqlen_q, seqlen_k, softmax_scale * LOG2E)
     launch = _fwd_launch.bind(grid, trailing, dict(
-        HEAD_DIM=head_dim, BLOCK_N=block_n, STAGES=stages, CAUSAL=causal,
-        IS_FP8=q.dtype == torch.float8_e4m3fn, LONGEST_FIRST=causal,
+        HEAD_DIM=head_dim, BLOCK_N=block_n, K_STAGES=k_stages, V_STAGES=v_stages,
+        CAUSAL=causal, IS_FP8=q.dtype == torch.float8_e4m3fn, LONGEST_FIRST=causal,
         CONSUMER_REGS=consumer_regs, LOADER_REGS=loader_regs, num_warps=4))
     return _Plan(launch, ([1, ROWS, 1, head_dim], [1, block_n, 1, head_dim],
                           [1, 1, head_dim, block_n]))
