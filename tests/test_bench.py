@@ -298,3 +298,45 @@ def test_suite_median_takes_each_cases_median_and_keeps_the_runs():
     assert row["fwd_tflops_runs"] == [100.0, 25.0, 50.0]  # as measured, run order
     assert runs[0]["speed"][0]["fwd_ms"] == 1.0  # the inputs are left alone
     assert combined["speed"][1]["fwd_tflops"] == 50.0 and combined["runs"] == 3
+
+
+def test_targets_report_worst_case_and_every_miss():
+    targets = bench.load_benchmark_script("targets")
+
+    def row(method, d, seqlen, causal, fwd, bwd):
+        return dict(method=method, dtype="bf16", head_dim=d, seqlen=seqlen, causal=causal,
+                    fwd_tflops=fwd, bwd_tflops=bwd)
+
+    report = dict(speed=[
+        row("flashtile", 128, 4096, False, 540.0, 500.0),
+        row("sdpa-cudnn", 128, 4096, False, 600.0, 490.0),
+        row("sdpa-flash", 128, 4096, False, 340.0, 300.0),
+        row("flashtile", 128, 1024, True, 300.0, 250.0),  # below 2k: not a cuDNN case
+        row("sdpa-cudnn", 128, 1024, True, 450.0, 300.0),
+        row("sdpa-flash", 128, 1024, True, 250.0, 200.0),
+        row("flashtile", 64, 4096, False, 450.0, 400.0),  # exactly at the targets: met
+        row("sdpa-cudnn", 64, 4096, False, 450.0, 400.0),
+        row("sdpa-flash", 64, 4096, False, 300.0, 250.0),
+        row("flashtile", 256, 1024, True, 400.0, 240.0),
+        row("sdpa-flash", 256, 1024, True, 250.0, 180.0),
+    ], compile=[dict(method="flashtile", dtype="bf16", head_dim=128, seqlen=1024,
+                     causal=True, total_s=31.0),
+                dict(method="flashtile", dtype="bf16", head_dim=64, seqlen=1024,
+                     causal=False, total_s=5.0)])
+    results = {r["target"]: r for r in targets.check(report)}
+    fwd_cudnn = results["forward >= 1.0x cuDNN, d64 / d128, S >= 2k"]
+    assert fwd_cudnn["cases"] == 2 and fwd_cudnn["met"] is False
+    assert [name for name, _ in fwd_cudnn["misses"]] == ["bf16 d128 4k non-causal"]
+    assert fwd_cudnn["worst"] == ("bf16 d128 4k non-causal", pytest.approx(0.9))
+    fwd_flash = results["forward >= 1.5x torch flash, d64 / d128, S >= 1k"]
+    assert fwd_flash["cases"] == 3 and fwd_flash["misses"] == [
+        ("bf16 d128 1k causal", pytest.approx(1.2))]  # 4k: 540 / 340 = 1.59 passes
+    bwd = results["backward >= 1.0x cuDNN, d64 / d128, S >= 2k"]
+    assert bwd["met"] is True and bwd["worst"] == ("bf16 d64 4k non-causal", 1.0)
+    assert results["d256 forward >= 1.3x torch flash"]["met"] is True  # 1.6
+    d256_bwd = results["d256 backward >= 1.3x torch flash"]
+    assert d256_bwd["met"] is True and d256_bwd["worst"][1] == pytest.approx(240 / 180)
+    first_call = [r for r in results.values() if r["target"].startswith("first call")][0]
+    assert first_call["met"] is False and first_call["worst"] == ("bf16 d128 1k causal", 31.0)
+    table = targets.format_table(list(results.values()))
+    assert "| **no** | bf16 d128 1k causal 1.20 |" in table
