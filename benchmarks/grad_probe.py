@@ -46,7 +46,7 @@ def main():
         for d in args.head_dims:
             for grad in ((True, False) if r % 2 == 0 else (False, True)):
                 for name, fn in (("flashtile", flashtile_fn), *((p, SDPA[p]) for p in peers)):
-                    label = (f"d{d} {kind} {args.seqlen // 1024}k fwd {name} "
+                    label = (f"d{d} {kind} S{args.seqlen} fwd {name} "
                              f"{'grad' if grad else 'no_grad'}")
                     res.setdefault(label, []).append(tflops(fn, d, grad, args.seqlen, causal))
     if args.out:

@@ -68,10 +68,12 @@ def check(report: dict, targets=TARGETS) -> list[dict]:
     compiles = [c for c in report.get("compile", []) if c.get("method") == "flashtile"]
     if compiles:
         slowest = max(compiles, key=lambda c: c["total_s"])
+        misses = sorted(((_label(c), c["total_s"]) for c in compiles
+                         if c["total_s"] >= COMPILE_LIMIT_S), key=lambda kv: -kv[1])
         results.append(dict(
             target=f"first call (fwd + bwd, compile included) < {COMPILE_LIMIT_S:.0f} s",
             cases=len(compiles), worst=(_label(slowest), slowest["total_s"]),
-            met=slowest["total_s"] < COMPILE_LIMIT_S, misses=[]))
+            met=not misses, misses=misses))
     return results
 
 

@@ -338,5 +338,6 @@ def test_targets_report_worst_case_and_every_miss():
     assert d256_bwd["met"] is True and d256_bwd["worst"][1] == pytest.approx(240 / 180)
     first_call = [r for r in results.values() if r["target"].startswith("first call")][0]
     assert first_call["met"] is False and first_call["worst"] == ("bf16 d128 1k causal", 31.0)
+    assert first_call["misses"] == [("bf16 d128 1k causal", 31.0)]
     table = targets.format_table(list(results.values()))
     assert "| **no** | bf16 d128 1k causal 1.20 |" in table

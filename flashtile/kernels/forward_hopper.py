@@ -46,8 +46,10 @@ def _loader(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_full, k_emp
             v_empty, b, h, hk, m0, n_tiles):
     """Producer warp: Q's two halves once, then K and V tiles into their own rings. A slot
     is reused once both consumers arrived on its `empty` barrier: a K slot as soon as its
-    Q K^T is done, a V slot after its P.V, so K runs further ahead than V. (Partitions get
-    their compile-time sizes from the buffers' shapes: Triton 3.6 passes only values.)"""
+    Q K^T is done, a V slot after its P.V. Copies are issued in order (K_j, V_j, K_j+1,
+    ...), so a deeper ring than the other one gains nothing: the shipped rows have equal
+    depths. (Partitions get their compile-time sizes from the buffers' shapes: Triton 3.6
+    passes only values.)"""
     K_STAGES: gl.constexpr = k_smem.shape[0]
     V_STAGES: gl.constexpr = v_smem.shape[0]
     BLOCK_N: gl.constexpr = k_smem.shape[2]
@@ -225,7 +227,7 @@ def _fwd_kernel(q_desc, k_desc, v_desc, o_desc, Lse, Descale, stride_lb, stride_
                                        k_desc.layout)
     v_smem = gl.allocate_shared_memory(dtype, [V_STAGES] + v_desc.block_type.shape,
                                        v_desc.layout)
-    if o_desc.dtype == dtype:  # O's staging reuses Q's tiles: room for a third K/V slot
+    if o_desc.dtype == dtype:  # O's staging reuses Q's tiles (Q is dead by then)
         o_smem = q_smem
     else:  # FP8 in, bf16 out
         o_smem = gl.allocate_shared_memory(o_desc.dtype, [2] + o_desc.block_type.shape,
@@ -305,16 +307,19 @@ def _v_operand(v_tile, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, V_T: gl.co
         return v_tile.reshape([BLOCK_N, HEAD_DIM])
 
 
+ROWS = 64  # query rows per consumer warpgroup
+
 # (dtype class, head dim) -> (key tile, K ring slots, V ring slots, consumer / loader
 # registers). The query block is always 2 x 64 rows (two consumer warpgroups); 16-bit O is
-# staged in Q's tiles. d128: 128-key tiles with three slots and 240 consumer registers (no
-# spills) won by 15-20% over 64-key tiles (benchmarks/NOTES.md, session 6).
+# staged in Q's tiles. d128: 128-key tiles with three slots per ring and 240 consumer
+# registers (no spills) won by 15-20% over 64-key tiles (benchmarks/NOTES.md, session 6).
 CONFIGS = {
     ("16bit", 64): (128, 3, 3, 232, 40),
     ("16bit", 128): (128, 3, 3, 240, 24),
     ("fp8", 64): (128, 3, 3, 232, 40),
     ("fp8", 128): (128, 3, 3, 240, 24),
-    # d256: O (128 registers) leaves room for 64-key tiles only
+    # d256: O (128 registers) leaves room for 64-key tiles only; 16-bit: two slots per ring
+    # fill 192 KB (three K slots tied, session 13); FP8 (off): 3 + 3 tied 4 + 4
     ("16bit", 256): (64, 2, 2, 240, 24),
     ("fp8", 256): (64, 3, 3, 240, 24),
 }
@@ -332,14 +337,14 @@ def shared_bytes(dtype_class: str, head_dim: int, row: tuple) -> int:
 
 # Rows of CONFIGS the dispatch uses: where this kernel beat the Triton one (H200, same
 # process): 16-bit d128, +1-16% (causal 1k-2k most); 16-bit d256 with the split rings,
-# +34-43% (NOTES.md session 13). At d64 it is 3-10% slower below 8k; FP8 ties or loses.
+# +34-43% (NOTES.md session 13). At d64 it ties at 16k and is 3-26% slower below (1k
+# causal the most); FP8 ties or loses.
 ENABLED = {("16bit", 128), ("16bit", 256)}
 # Below this the call is host-bound and either kernel does (the Triton one's pointer
 # loads, cheapest to launch). It was 1e11 while this launch built its descriptors through
 # Gluon's validating dataclass; with them built directly and the launch cache
 # (launcher.py), d128 1k causal x 16 went 280 -> 370 TFLOP/s (NOTES.md session 10).
 MIN_FLOPS = TMA_MIN_FLOPS
-ROWS = 64  # query rows per consumer warpgroup
 
 
 def _row(dtype: torch.dtype, head_dim: int) -> tuple[str, int]:
