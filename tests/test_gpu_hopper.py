@@ -102,13 +102,15 @@ def test_other_options_take_the_triton_kernel(launches, options):
 
 
 def test_gluon_fp8_forward(launches):
-    """The FP8 rows (off in the default dispatch; V^T through a (B, Hk, D, S) descriptor),
-    against float64 on the dequantised inputs: within 2x plain FP8-P attention's error."""
+    """The FP8 rows (d256 on in the default dispatch, d64 / d128 off; V^T through a (B, Hk,
+    D, S) descriptor), against float64 on the dequantised inputs: within 2x plain FP8-P
+    attention's error."""
     from test_gpu_fp8 import _check_against_reference
     _check_against_reference(2, 1000, 1203, 6, 2, 128, True, (-1, -1), seed=5)
     _check_against_reference(1, 113, 203, 4, 4, 64, False, (-1, -1), seed=6)
     _check_against_reference(1, 777, 901, 4, 2, 256, True, (-1, -1), seed=7)
-    assert launches[0] == 3
+    _check_against_reference(2, 300, 555, 4, 1, 256, False, (-1, -1), seed=8)
+    assert launches[0] == 4
 
 
 def test_odd_head_dim_takes_the_triton_kernel(launches):

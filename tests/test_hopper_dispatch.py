@@ -39,6 +39,8 @@ def test_shared_bytes_counts_every_buffer():
     assert forward_hopper.shared_bytes("16bit", 128, (128, 3, 3, 240, 24)) == 229376
     # FP8 d256: Q 32 KB, bf16 O staging 64 KB, 2 + 3 slots of 64 keys (16 KB each)
     assert forward_hopper.shared_bytes("fp8", 256, (64, 2, 3, 240, 24)) == 180224
+    # its shipped row: 2 + 2 slots of 128 keys (32 KB each)
+    assert forward_hopper.shared_bytes("fp8", 256, (128, 2, 2, 240, 24)) == 229376
 
 
 def test_small_launches_stay_on_the_triton_kernel(monkeypatch):

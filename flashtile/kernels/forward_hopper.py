@@ -21,8 +21,8 @@ its slot refills a step earlier, so two slots each give loads a step of slack.
 Scope (`supports` decides; everything else takes the Triton kernel): dense (B, S, H, D)
 inputs on sm_90 with TMA-aligned strides, causal or not (no other window), no softcap /
 ALiBi / dropout / probs, softmax_scale > 0, and a (dtype, head dim) row in ENABLED:
-fp16 / bf16 at d128 and d256 today. The d64 and FP8 (e4m3) rows compile and pass the
-GPU tests but are no faster than the Triton kernel, so they are off.
+fp16 / bf16 at d128 and d256, FP8 (e4m3) at d256 today. The d64 rows and FP8 d128
+compile and pass the GPU tests but are no faster than the Triton kernel, so they are off.
 """
 
 from __future__ import annotations
@@ -318,10 +318,11 @@ CONFIGS = {
     ("16bit", 128): (128, 3, 3, 240, 24),
     ("fp8", 64): (128, 3, 3, 232, 40),
     ("fp8", 128): (128, 3, 3, 240, 24),
-    # d256: O (128 registers) leaves room for 64-key tiles only; 16-bit: two slots per ring
-    # fill 192 KB (three K slots tied, session 13); FP8 (off): 3 + 3 tied 4 + 4
+    # d256: O (128 registers) leaves room for 64-key tiles only at 16 bits; two slots per
+    # ring fill 192 KB (three K slots tied, session 13). FP8's 128-key tiles take 224 KB
+    # (bf16 O staging included) and beat 64-key ones by 9-20% (session 14).
     ("16bit", 256): (64, 2, 2, 240, 24),
-    ("fp8", 256): (64, 3, 3, 240, 24),
+    ("fp8", 256): (128, 2, 2, 240, 24),
 }
 SHARED_BYTES = 232448  # sm_90's most dynamic shared memory per CTA
 
@@ -337,9 +338,10 @@ def shared_bytes(dtype_class: str, head_dim: int, row: tuple) -> int:
 
 # Rows of CONFIGS the dispatch uses: where this kernel beat the Triton one (H200, same
 # process): 16-bit d128, +1-16% (causal 1k-2k most); 16-bit d256 with the split rings,
-# +34-43% (NOTES.md session 13). At d64 it ties at 16k and is 3-26% slower below (1k
-# causal the most); FP8 ties or loses.
-ENABLED = {("16bit", 128), ("16bit", 256)}
+# +34-43% (NOTES.md session 13); FP8 d256 with 128-key tiles, +12-19% at 4k-16k (session
+# 14). At d64 it ties at 16k and is 3-26% slower below (1k causal the most); FP8 d64 /
+# d128 tie or lose.
+ENABLED = {("16bit", 128), ("16bit", 256), ("fp8", 256)}
 # Below this the call is host-bound and either kernel does (the Triton one's pointer
 # loads, cheapest to launch). It was 1e11 while this launch built its descriptors through
 # Gluon's validating dataclass; with them built directly and the launch cache
