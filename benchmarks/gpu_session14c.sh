@@ -5,6 +5,8 @@
 # 3. the suite's d128 rows alone (flashtile, cuDNN, forward only): does the suite's
 #    harness reproduce its 533-564 TFLOP/s at 4k non-causal that grad_probe (596) and the
 #    A/B scripts (601-616) do not?
+# 4. FP8 d128 on the Gluon forward with the split rings (last measured in session 7, one
+#    shared ring: +2% non-causal, -6% causal against the Triton FP8 kernel).
 set -u
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 R=$OUT/r; mkdir -p "$R"
@@ -20,3 +22,7 @@ for i in 1 2; do
       --results-dir "$R/suite_probe$i" > "$R/suite_probe$i.txt" 2>&1
   grep -E "fwd|d128|flashtile|cudnn" "$R/suite_probe$i.txt" | tail -8
 done
+N=../flashtile/kernels/forward_hopper.py
+(cd benchmarks && timeout 120 python3 gluon_fwd_versions.py --out "$R" --head-dim 128 \
+    --dtypes fp8 --versions g33=$N@128,3,3,240,24 > "$R/d128_fp8.txt" 2>&1)
+tail -8 "$R/d128_fp8.txt"
