@@ -117,3 +117,52 @@ def test_odd_head_dim_takes_the_triton_kernel(launches):
     q, k, v = (x.to(torch.bfloat16) for x in _inputs(1, 256, 256, 2, 2, 59, seed=3))
     flashtile.flash_attn_func(q, k, v, causal=True)
     assert launches[0] == 0
+
+
+SCHEDULES = {"early": ("EARLY_RESCALE",), "turns": ("SOFTMAX_TURNS",),
+             "early+turns": ("EARLY_RESCALE", "SOFTMAX_TURNS")}
+
+
+def _schedule(monkeypatch, name, rows):
+    """Turn `_consumer`'s schedule options in SCHEDULES[name] on for rows, the rest off."""
+    for option in ("EARLY_RESCALE", "SOFTMAX_TURNS"):
+        monkeypatch.setattr(forward_hopper, option,
+                            set(rows) if option in SCHEDULES.get(name, ()) else set())
+
+
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("shape", [(113, 203), (1023, 1024), (2000, 3001)],
+                         ids=lambda s: f"{s[0]}x{s[1]}")
+def test_schedule_options_match_reference(launches, monkeypatch, shape, causal, d, schedule):
+    """The rescale before P.V and the softmax turns: 16-bit within the 2x / 3x rule, FP8
+    within 2x plain FP8-P attention's error (one and many key tiles, masked tails)."""
+    from test_gpu_fp8 import _check_against_reference
+    _schedule(monkeypatch, schedule, [("16bit", d), ("fp8", d)])
+    q, k, v = _inputs(2, *shape, 6, 2, d, seed=shape[0] + d)
+    check_case(lambda a, b, c: (flashtile.flash_attn_func(a, b, c, causal=causal), None),
+               q, k, v, dtype=torch.bfloat16, causal=causal)
+    _check_against_reference(2, *shape, 6, 2, d, causal, (-1, -1), seed=shape[1] + d)
+    assert launches[0] == 2
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float8_e4m3fn], ids=str)
+@pytest.mark.parametrize("causal", [False, True])
+def test_softmax_turns_change_no_bit(launches, monkeypatch, causal, dtype):
+    """The turns only order the two warpgroups' softmaxes: outputs and LSE are bitwise
+    those without them."""
+    q, k, v = (x.to(dtype) for x in _inputs(2, 1500, 1777, 4, 2, 128, seed=11))
+    call = (lambda: forward.attention_forward(
+        q, k, v, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=q.shape[1],
+        max_seqlen_k=k.shape[1], softmax_scale=0.09, window_left=-1,
+        window_right=0 if causal else -1, softcap=0.0, alibi_slopes=None, dropout_p=0.0,
+        seed=None, return_probs=False,
+        descales=(torch.ones(2, 2, device="cuda"),) * 3 if dtype.itemsize == 1 else None))
+    row = forward_hopper._row(dtype, 128)
+    outs = []
+    for schedule in ("none", "turns"):
+        _schedule(monkeypatch, schedule, [row])
+        outs.append(call()[:2])
+    assert launches[0] == 2
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Session 15, call b (#4 d64 forward, #7 FP8 d128): two schedule options of the Gluon
+# forward's consumers, timed against the shipped schedule in one process, then tested.
+#   early  O's rescale between the Q K^T and P.V issues (FlashAttention-3's order), so the
+#          64 multiplies per thread run while Q K^T is on the tensor cores;
+#   turns  the two consumer warpgroups take turns at the softmax (named barriers), so
+#          their exp2 work never shares an SM sub-partition's MUFU unit;
+#   noexp  diagnostic, WRONG output: P's exp2 dropped (what the MUFU work costs);
+#   base2  the shipped schedule again (the run's spread).
+# Then this session's GPU tests, and the FP8 tests with FP8 d256 on the Gluon forward by
+# default (not yet run on the GPU: session 14's last call never ran).
+set -u
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+R=$OUT/r; mkdir -p "$R"
+nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv,noheader
+N=../flashtile/kernels/forward_hopper.py
+V="base=$N early=$N@early turns=$N@turns both=$N@early@turns noexp=$N@noexp base2=$N"
+cd benchmarks
+timeout 150 python3 gluon_fwd_versions.py --out "$R" --head-dim 128 --dtypes fp8 \
+    --seqlens 4096 16384 --versions $V > "$R/d128_fp8.txt" 2>&1
+tail -7 "$R/d128_fp8.txt"
+timeout 150 python3 gluon_fwd_versions.py --out "$R" --head-dim 64 --dtypes 16bit \
+    --seqlens 4096 16384 --versions $V > "$R/d64_16bit.txt" 2>&1
+tail -7 "$R/d64_16bit.txt"
+timeout 70 python3 gluon_fwd_versions.py --out "$R" --head-dim 128 --dtypes 16bit \
+    --seqlens 16384 --versions base=$N early=$N@early turns=$N@turns base2=$N \
+    > "$R/d128_16bit.txt" 2>&1
+tail -5 "$R/d128_16bit.txt"
+cd ..
+timeout 170 python3 -m pytest -q -n 12 -p no:cacheprovider tests/test_gpu_fp8.py \
+    tests/test_gpu_hopper.py > "$R/gpu_tests.log" 2>&1
+tail -2 "$R/gpu_tests.log"; grep -E "^(FAILED|ERROR)" "$R/gpu_tests.log" | head -8
+tar -C "$R" -cf "$OUT/session15b.tar" .
