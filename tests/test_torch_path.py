@@ -130,13 +130,13 @@ def test_packed_variants_match_unpacked():
     torch.testing.assert_close(flashtile.flash_attn_kvpacked_func(q, kv), flashtile.flash_attn_func(q, k, v), rtol=0, atol=0)
     cu = torch.tensor([0, 33, 66], dtype=torch.int32)
     flat = qkv.detach().reshape(66, 3, 4, 24)
-    torch.testing.assert_close(
-        flashtile.flash_attn_varlen_qkvpacked_func(flat, cu, 33, causal=True).view(2, 33, 4, 24),
-        ref, rtol=0, atol=0)
-    torch.testing.assert_close(
-        flashtile.flash_attn_varlen_kvpacked_func(q.reshape(66, 4, 24), flat[:, 1:], cu, cu, 33, 33,
-                                                  causal=True).view(2, 33, 4, 24),
-        ref, rtol=0, atol=0)
+    varlen = [flashtile.flash_attn_varlen_qkvpacked_func(flat, cu, 33, causal=True),
+              flashtile.flash_attn_varlen_kvpacked_func(q.reshape(66, 4, 24), flat[:, 1:], cu, cu,
+                                                        33, 33, causal=True)]
+    # Varlen runs other matmul shapes than the dense call, and some CPU BLAS builds (seen
+    # on an AMD EPYC host) round those differently in the last bit: float32 rounding only.
+    for out in varlen:
+        torch.testing.assert_close(out.view(2, 33, 4, 24), ref, rtol=1e-5, atol=1e-6)
 
 
 def test_dropout_rate_and_reproducibility():
