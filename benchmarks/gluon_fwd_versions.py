@@ -8,13 +8,14 @@ process: 16k tokens, model dim 2048, forward TFLOP/s.
                    tree_pp=flashtile/kernels/forward_hopper.py@pp \
                    s22=flashtile/kernels/forward_hopper.py@64,2,2,240,24
 
-A version is name=path[@row][@pp][@early][@turns][@noexp]: the module copy at path, its
+A version is name=path[@row][@pp][@early][@turns][@drop...]: the module copy at path, its
 CONFIGS row for (dtype, head dim) replaced by row in the copy's own format
 (block_n,k_stages,v_stages,consumer_regs,loader_regs since session 13;
 block_n,stages,consumer_regs,loader_regs before), ping-pong on for that row (copies that
 had it), the schedule options EARLY_RESCALE / SOFTMAX_TURNS on for that row (session 15),
-or noexp: a diagnostic copy whose softmax skips the exp2 of P (its output is WRONG on
-purpose; the time it saves is what P's MUFU work costs). Every version's output is
+or diagnostic copies that drop one piece of the softmax each (DROPS: noexp, nomax, nosum,
+norescale; their outputs are WRONG on purpose, the time saved is what that work costs).
+Every version's output is
 compared with the Triton kernel's (max |diff|, in the JSON). The
 "bf16" column is flashtile's default dispatch in bf16 (issue #7 measures FP8 against it).
 Writes gluon_fwd_versions_d<head dim>_<dtypes>.json.
@@ -36,26 +37,41 @@ from module_copies import load_copy
 
 
 SCHEDULES = {"early": "EARLY_RESCALE", "turns": "SOFTMAX_TURNS"}
-EXP_P = "p = gl.exp2(s * qk_scale - m_ref[:, None])"
+# Diagnostic edits (outputs WRONG on purpose; the time a version saves is what the dropped
+# work costs): the source line each replaces, and its replacement.
+DROPS = {
+    "noexp": ("p = gl.exp2(s * qk_scale - m_ref[:, None])",  # P's exp2 (MUFU)
+              "p = s * qk_scale - m_ref[:, None]"),
+    "nomax": ("m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)",  # the row max
+              "m_new = gl.full([s.shape[0]], 4.0, gl.float32, gl.SliceLayout(1, s_layout))"),
+    "nosum": ("l_new = l_i * alpha + gl.sum(p, 1)",  # the row sum
+              "l_new = l_i * alpha + 1.0"),
+    "norescale": ("return acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]",
+                  "return acc"),  # O's rescale
+}
 
 
-def _no_exp(src: str) -> str:
-    assert src.count(EXP_P) == 1, "noexp: the copy's exp2 of P is not where expected"
-    return src.replace(EXP_P, "p = s * qk_scale - m_ref[:, None]")
+def _dropped(names):
+    def edit(src: str) -> str:
+        for name in names:
+            old, new = DROPS[name]
+            assert src.count(old) == 1, f"{name}: the copy's line is not where expected"
+            src = src.replace(old, new)
+        return src
+    return edit
 
 
 def _version(spec: str, folder: str, row: tuple[str, int]):
     """(name, module) for name=path[@config][@pp], the row patched in the copy."""
     name, rest = spec.split("=")
     path, *opts = rest.split("@")
-    edit = _no_exp if "noexp" in opts else None
-    mod = load_copy(path, f"fwd_hopper_{name}", folder, edit)
+    mod = load_copy(path, f"fwd_hopper_{name}", folder, _dropped([o for o in opts if o in DROPS]))
     for opt in opts:
         if opt == "pp":
             mod.PINGPONG = set(getattr(mod, "PINGPONG", set())) | {row}
         elif opt in SCHEDULES:
             getattr(mod, SCHEDULES[opt]).add(row)
-        elif opt != "noexp":
+        elif opt not in DROPS:
             mod.CONFIGS[row] = tuple(int(x) for x in opt.split(","))
     return name, mod
 
