@@ -8,15 +8,14 @@ process: 16k tokens, model dim 2048, forward TFLOP/s.
                    tree_pp=flashtile/kernels/forward_hopper.py@pp \
                    s22=flashtile/kernels/forward_hopper.py@64,2,2,240,24
 
-A version is name=path[@row][@pp][@early][@turns][@drop...]: the module copy at path, its
+A version is name=path[@row][@pp][@drop...]: the module copy at path, its
 CONFIGS row for (dtype, head dim) replaced by row in the copy's own format
 (block_n,k_stages,v_stages,consumer_regs,loader_regs since session 13;
 block_n,stages,consumer_regs,loader_regs before), ping-pong on for that row (copies that
-had it), the schedule options EARLY_RESCALE / SOFTMAX_TURNS on for that row (session 15),
-or diagnostic copies that drop one piece of the softmax each (DROPS: noexp, nomax, nosum,
-norescale; their outputs are WRONG on purpose, the time saved is what that work costs).
-Every version's output is
-compared with the Triton kernel's (max |diff|, in the JSON). The
+had it), or diagnostic copies that drop pieces of the softmax (DROPS: noexp, nomax, nosum,
+norescale; their outputs are WRONG on purpose, the time saved is what that work costs;
+session 15). Every version's output is compared with the Triton kernel's (max |diff|, in
+the JSON). The
 "bf16" column is flashtile's default dispatch in bf16 (issue #7 measures FP8 against it).
 Writes gluon_fwd_versions_d<head dim>_<dtypes>.json.
 """
@@ -36,7 +35,6 @@ from gluon_ab import call_flashtile  # (this script's folder is on sys.path when
 from module_copies import load_copy
 
 
-SCHEDULES = {"early": "EARLY_RESCALE", "turns": "SOFTMAX_TURNS"}
 # Diagnostic edits (outputs WRONG on purpose; the time a version saves is what the dropped
 # work costs): the source line each replaces, and its replacement.
 DROPS = {
@@ -46,8 +44,8 @@ DROPS = {
               "m_new = gl.full([s.shape[0]], 4.0, gl.float32, gl.SliceLayout(1, s_layout))"),
     "nosum": ("l_new = l_i * alpha + gl.sum(p, 1)",  # the row sum
               "l_new = l_i * alpha + 1.0"),
-    "norescale": ("return acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]",
-                  "return acc"),  # O's rescale
+    "norescale": ("acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]",
+                  "acc = acc"),  # O's rescale
 }
 
 
@@ -69,8 +67,6 @@ def _version(spec: str, folder: str, row: tuple[str, int]):
     for opt in opts:
         if opt == "pp":
             mod.PINGPONG = set(getattr(mod, "PINGPONG", set())) | {row}
-        elif opt in SCHEDULES:
-            getattr(mod, SCHEDULES[opt]).add(row)
         elif opt not in DROPS:
             mod.CONFIGS[row] = tuple(int(x) for x in opt.split(","))
     return name, mod

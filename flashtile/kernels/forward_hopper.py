@@ -109,14 +109,9 @@ def _softmax_tile(s, m_i, l_i, rows, j, n_full, qk_scale, seqlen_k, diag,
 @gluon.jit
 def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, k_full, k_empty, v_full, v_empty,
               Lse, wg, b, h, m0, n_tiles, n_full, diag, seqlen_q, seqlen_k, qk_scale,
-              out_scale, stride_lb, stride_lh, EARLY_RESCALE: gl.constexpr,
-              TURNS: gl.constexpr):
+              out_scale, stride_lb, stride_lh):
     """One warpgroup: 64 query rows (half `wg` of the CTA's block), start to finish.
-    Query i sees keys <= i + diag (causal; diag = seqlen_k otherwise).
-    EARLY_RESCALE: O is rescaled between the Q K^T and P.V issues (FlashAttention-3's
-    order: the multiplies run while Q K^T is on the tensor cores) instead of after the
-    P.V wait. TURNS: the two warpgroups take turns at the softmax (`_softmax_turn`), so
-    their exp2 work does not share the MUFU unit."""
+    Query i sees keys <= i + diag (causal; diag = seqlen_k otherwise)."""
     dtype: gl.constexpr = q_smem.dtype
     IS_FP8: gl.constexpr = dtype.is_fp8()
     ROWS: gl.constexpr = q_smem.shape[2]
@@ -141,9 +136,6 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, k_full, k_empty, v_
     s_zero = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=s_layout)
     q = q_smem.index(wg).reshape([ROWS, HEAD_DIM])
     mbarrier.wait(q_bar, 0)
-    if TURNS:
-        if wg == 1:
-            _turn(0, False)  # warpgroup 0 takes the first softmax
 
     if n_tiles > 0:
         # Prologue: the first score tile and its softmax.
@@ -152,10 +144,8 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, k_full, k_empty, v_
                           use_acc=False, is_async=True)
         s = warpgroup_mma_wait(0, deps=[s])
         mbarrier.arrive(k_empty.index(0), count=1)
-        _softmax_turn(wg, TURNS, True)
         p, alpha, m_i, l_i = _softmax_tile(s, m_i, l_i, rows, 0, n_full, qk_scale, seqlen_k,
                                            diag, BLOCK_N, s_layout)
-        _softmax_turn(wg, TURNS, False)
         for j in range(1, n_tiles):
             k_slot = j % K_STAGES
             v_slot = (j - 1) % V_STAGES
@@ -164,32 +154,22 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, k_full, k_empty, v_
             pv = _p_operand(p, dtype, p_layout)
             s = warpgroup_mma(q, _kt(k_smem.index(k_slot), BLOCK_N, HEAD_DIM), s_zero,
                               use_acc=False, is_async=True)
-            if EARLY_RESCALE:  # to P_{j-1}'s max, while Q K_j^T runs
-                acc = _rescale(acc, alpha, o_layout)
             acc = warpgroup_mma(pv, _v_operand(v_smem.index(v_slot), BLOCK_N, HEAD_DIM, IS_FP8),
                                 acc, is_async=True)
             s = warpgroup_mma_wait(1, deps=[s])  # S_j is ready; P.V may still run
             mbarrier.arrive(k_empty.index(k_slot), count=1)  # K_j: the loader may refill
-            _softmax_turn(wg, TURNS, True)
             p, alpha, m_i, l_i = _softmax_tile(s, m_i, l_i, rows, j, n_full, qk_scale,
                                                seqlen_k, diag, BLOCK_N, s_layout)
-            _softmax_turn(wg, TURNS, False)
             acc = _wait_pv(acc, pv, IS_FP8)
             mbarrier.arrive(v_empty.index(v_slot), count=1)
-            if not EARLY_RESCALE:
-                acc = _rescale(acc, alpha, o_layout)
+            acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
         # The last tile's P.V.
         last = (n_tiles - 1) % V_STAGES
         mbarrier.wait(v_full.index(last), ((n_tiles - 1) // V_STAGES) & 1)
         pv = _p_operand(p, dtype, p_layout)
-        if EARLY_RESCALE:
-            acc = _rescale(acc, alpha, o_layout)
         acc = warpgroup_mma(pv, _v_operand(v_smem.index(last), BLOCK_N, HEAD_DIM, IS_FP8),
                             acc, is_async=True)
         acc = _wait_pv(acc, pv, IS_FP8)
-    if TURNS:
-        if wg == 0:
-            _turn(0, True)  # warpgroup 1's last hand-over: no arrival left pending
 
     # Normalise once; rows that saw no key get out = 0 and LSE = -inf.
     empty_row = l_i == 0.0
@@ -211,8 +191,7 @@ def _fwd_kernel(q_desc, k_desc, v_desc, o_desc, Lse, Descale, stride_lb, stride_
                 HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, K_STAGES: gl.constexpr,
                 V_STAGES: gl.constexpr,
                 CAUSAL: gl.constexpr, IS_FP8: gl.constexpr, LONGEST_FIRST: gl.constexpr,
-                CONSUMER_REGS: gl.constexpr, LOADER_REGS: gl.constexpr,
-                EARLY_RESCALE: gl.constexpr, TURNS: gl.constexpr):
+                CONSUMER_REGS: gl.constexpr, LOADER_REGS: gl.constexpr):
     """One CTA = 2 * 64 query rows of one (batch, head): a producer warp and two
     consumer warpgroups (this kernel's 4 warps and a 4-warp worker)."""
     dtype: gl.constexpr = q_desc.dtype
@@ -261,7 +240,7 @@ def _fwd_kernel(q_desc, k_desc, v_desc, o_desc, Lse, Descale, stride_lb, stride_
     consumer_args = (o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, k_full, k_empty, v_full,
                      v_empty, Lse)
     tail = (b, h, m0, n_tiles, n_full, diag, seqlen_q, seqlen_k, qk_scale, out_scale,
-            stride_lb, stride_lh, EARLY_RESCALE, TURNS)
+            stride_lb, stride_lh)
     gl.warp_specialize([
         (_consumer, consumer_args + (gl.to_tensor(0), ) + tail),
         (_consumer, consumer_args + (gl.to_tensor(1), ) + tail),
@@ -283,36 +262,6 @@ def _ring_barriers(STAGES: gl.constexpr):
         mbarrier.init(full.index(i), count=1)
         mbarrier.init(empty.index(i), count=2)  # one arrive per consumer warpgroup
     return full, empty
-
-
-@gluon.jit
-def _rescale(acc, alpha, o_layout: gl.constexpr):
-    """O's rows times alpha (the online softmax's correction for a new row max)."""
-    return acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
-
-
-# Hardware named barriers for the softmax turns (as FlashAttention-3's scheduler barriers):
-# ids well above the few Triton gives the partitions; 256 threads = both consumer warpgroups.
-TURN_BARRIER = gl.constexpr(14)
-
-
-@gluon.jit
-def _turn(wg, WAIT: gl.constexpr):
-    """Named barrier TURN_BARRIER + wg: bar.sync waits until the other warpgroup
-    bar.arrive-d on it (its turn is over); bar.arrive hands the turn to warpgroup wg."""
-    op: gl.constexpr = "bar.sync" if WAIT else "bar.arrive"
-    gl.inline_asm_elementwise(f"{op} $1, 256; mov.u32 $0, 0;", "=r,r", [wg + TURN_BARRIER],
-                              dtype=gl.int32, is_pure=False, pack=1)
-
-
-@gluon.jit
-def _softmax_turn(wg, TURNS: gl.constexpr, START: gl.constexpr):
-    """START: wait for this warpgroup's turn at the softmax; else hand it to the other."""
-    if TURNS:
-        if START:
-            _turn(wg, True)
-        else:
-            _turn(1 - wg, False)
 
 
 @gluon.jit
@@ -398,10 +347,6 @@ ENABLED = {("16bit", 128), ("16bit", 256), ("fp8", 256)}
 # Gluon's validating dataclass; with them built directly and the launch cache
 # (launcher.py), d128 1k causal x 16 went 280 -> 370 TFLOP/s (NOTES.md session 10).
 MIN_FLOPS = TMA_MIN_FLOPS
-# Schedule options per CONFIGS row (`_consumer`'s EARLY_RESCALE / TURNS): experiments of
-# session 15, measured in benchmarks/NOTES.md.
-EARLY_RESCALE: set[tuple[str, int]] = set()
-SOFTMAX_TURNS: set[tuple[str, int]] = set()
 
 
 def _row(dtype: torch.dtype, head_dim: int) -> tuple[str, int]:
@@ -426,10 +371,8 @@ def attention_forward(q, k, v, out, lse, *, softmax_scale: float, causal: bool,
     `supports` accepted. q, k, v, out: (B, S, H, D); lse (B, H, Sq) fp32. FP8: descale
     fp32 (3, B, Hk); V is transposed here, keys in `_p_operand`'s order."""
     is_fp8 = q.dtype == torch.float8_e4m3fn
-    row = _row(q.dtype, q.shape[-1])
-    config = CONFIGS[row]
-    key = (config, row in EARLY_RESCALE, row in SOFTMAX_TURNS, q.dtype, q.shape, k.shape,
-           causal, softmax_scale, lse.stride())
+    config = CONFIGS[_row(q.dtype, q.shape[-1])]
+    key = (config, q.dtype, q.shape, k.shape, causal, softmax_scale, lse.stride())
     plan = _PLANS.get(key) or _PLANS.add(key, _plan(q, k, lse, config, softmax_scale, causal))
     q_box, kv_box, vt_box = plan.boxes
     if is_fp8:  # (B, Hk, D, S rounded up to 16)
@@ -450,15 +393,13 @@ def _plan(q, k, lse, config, softmax_scale: float, causal: bool) -> _Plan:
     batch, seqlen_q, num_heads, head_dim = q.shape
     seqlen_k, kv_heads = k.shape[1], k.shape[2]
     block_n, k_stages, v_stages, consumer_regs, loader_regs = config
-    row = _row(q.dtype, head_dim)
     grid = (-(-seqlen_q // (2 * ROWS)), *batch_head_grid(batch, num_heads))
     trailing = (lse.stride(0), lse.stride(1), batch * kv_heads, num_heads, num_heads // kv_heads,
                 seqlen_q, seqlen_k, softmax_scale * LOG2E)
     launch = _fwd_launch.bind(grid, trailing, dict(
         HEAD_DIM=head_dim, BLOCK_N=block_n, K_STAGES=k_stages, V_STAGES=v_stages,
         CAUSAL=causal, IS_FP8=q.dtype == torch.float8_e4m3fn, LONGEST_FIRST=causal,
-        CONSUMER_REGS=consumer_regs, LOADER_REGS=loader_regs,
-        EARLY_RESCALE=row in EARLY_RESCALE, TURNS=row in SOFTMAX_TURNS, num_warps=4))
+        CONSUMER_REGS=consumer_regs, LOADER_REGS=loader_regs, num_warps=4))
     return _Plan(launch, ([1, ROWS, 1, head_dim], [1, block_n, 1, head_dim],
                           [1, 1, head_dim, block_n]))
 
