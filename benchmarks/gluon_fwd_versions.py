@@ -15,8 +15,8 @@ block_n,stages,consumer_regs,loader_regs before), ping-pong on for that row (cop
 had it), or diagnostic copies that drop pieces of the softmax (DROPS: noexp, nomax, nosum,
 norescale; their outputs are WRONG on purpose, the time saved is what that work costs;
 session 15). Every version's output is compared with the Triton kernel's (max |diff|, in
-the JSON). The
-"bf16" column is flashtile's default dispatch in bf16 (issue #7 measures FP8 against it).
+the JSON). The "bf16" column is flashtile's default dispatch in bf16 (issue #7 measures
+FP8 against it).
 Writes gluon_fwd_versions_d<head dim>_<dtypes>.json.
 """
 
@@ -60,7 +60,7 @@ def _dropped(names):
 
 
 def _version(spec: str, folder: str, row: tuple[str, int]):
-    """(name, module) for name=path[@config][@pp], the row patched in the copy."""
+    """(name, module) for name=path[@config][@pp][@drop...], the row patched in the copy."""
     name, rest = spec.split("=")
     path, *opts = rest.split("@")
     mod = load_copy(path, f"fwd_hopper_{name}", folder, _dropped([o for o in opts if o in DROPS]))
