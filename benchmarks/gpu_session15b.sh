@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Session 15, call b (#4 d64 forward, #7 FP8 d128): two schedule options of the Gluon
-# (Ran at commit e2ee1d2; the @early / @turns options and the schedule tests were reverted after it, so rerunning it needs that commit.)
 # forward's consumers, timed against the shipped schedule in one process, then tested.
+# (Ran at commit e2ee1d2; the @early / @turns options and the schedule tests were
+# reverted after it, so rerunning it needs that commit.)
 #   early  O's rescale between the Q K^T and P.V issues (FlashAttention-3's order), so the
 #          64 multiplies per thread run while Q K^T is on the tensor cores;
 #   turns  the two consumer warpgroups take turns at the softmax (named barriers), so
