@@ -199,3 +199,17 @@ def attention_probs_ref(q: torch.Tensor, k: torch.Tensor, **options) -> torch.Te
     """
     scores = masked_scores(q.double(), k.double(), **options)
     return torch.softmax(scores, dim=-1).nan_to_num(0.0)
+
+
+def transposed_v_ref(v: torch.Tensor, permute_keys: bool) -> torch.Tensor:
+    """What `kernels.layout.transposed_v` stores, in torch views: v (B, S, Hk, D) or
+    (total, Hk, D) -> (B, Hk, D, S) or (Hk, D, total); permute_keys: S zero-padded to a
+    multiple of 16, position (g, b2, b1, b3, b0) holding key (g, b3, b2, b1, b0)."""
+    if not permute_keys:
+        return v.permute(*((0, 2, 3, 1) if v.dim() == 4 else (1, 2, 0))).contiguous()
+    batch, seqlen, kv_heads, head_dim = v.shape
+    padded = -(-seqlen // 16) * 16
+    v_pad = torch.zeros((batch, padded, kv_heads, head_dim), dtype=v.dtype, device=v.device)
+    v_pad[:, :seqlen] = v
+    src = v_pad.view(batch, padded // 16, 2, 2, 2, 2, kv_heads, head_dim)
+    return src.permute(0, 6, 7, 1, 3, 4, 2, 5).reshape(batch, kv_heads, head_dim, padded)

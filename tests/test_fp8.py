@@ -358,7 +358,7 @@ def test_permuted_v_matches_kernel_key_order(seqlen):
     """`transposed_v(permute_keys=True)` stores keys in exactly the order in which
     `_permute_keys` moves P's columns (here the same reshape / permute in torch, one
     64-key tile at a time), so P'.V'^T = P.V; padded keys are zero."""
-    from flashtile.kernels.common import transposed_v
+    from flashtile.kernels.layout import transposed_v
     gen = torch.Generator().manual_seed(seqlen)
     v = torch.randn(2, seqlen, 3, 8, generator=gen).to(FP8)
     view, vt, stride_d = transposed_v(v, permute_keys=True)
@@ -375,3 +375,26 @@ def test_permuted_v_matches_kernel_key_order(seqlen):
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
     plain = transposed_v(v, permute_keys=False)[1]
     assert torch.equal(plain.float(), v.float().permute(0, 2, 3, 1))
+
+
+@pytest.mark.parametrize("permute_keys", [True, False])
+@pytest.mark.parametrize("shape", [(2, 45, 3, 59), (1, 203, 2, 128), (3, 16, 1, 256)])
+def test_transpose_kernel_matches_torch_views(shape, permute_keys):
+    """The one-pass transpose kernel stores byte for byte what torch's views give
+    (`reference.transposed_v_ref`), from a V whose rows are not contiguous."""
+    from flashtile.kernels.layout import transposed_v
+    from flashtile.reference import transposed_v_ref
+    gen = torch.Generator().manual_seed(sum(shape))
+    batch, seqlen, heads, dim = shape
+    wide = torch.randn(batch, seqlen, heads, dim + 5, generator=gen).to(FP8)
+    v = wide[..., :dim]  # strided rows, contiguous channels
+    view, vt, stride_d = transposed_v(v, permute_keys)
+    ref = transposed_v_ref(v, permute_keys)
+    assert vt.shape == ref.shape and stride_d == vt.shape[-1]
+    assert torch.equal(vt.view(torch.uint8), ref.view(torch.uint8))
+    assert torch.equal(view.view(torch.uint8), ref.permute(0, 3, 1, 2).view(torch.uint8))
+    if not permute_keys:  # varlen layout: (total, Hk, D) -> (Hk, D, total)
+        packed = v.reshape(batch * seqlen, heads, dim)
+        _, vt_packed, _ = transposed_v(packed, False)
+        assert torch.equal(vt_packed.view(torch.uint8),
+                           transposed_v_ref(packed, False).view(torch.uint8))

@@ -105,3 +105,18 @@ def test_fp8_varlen_and_gqa():
         err = (out[a:b].double() - ref).abs().max().item()
         base_err = (base.double() - ref).abs().max().item()
         assert err <= 2 * base_err + 2 ** -8 * ref.abs().max().item(), (i, err, base_err)
+
+
+@pytest.mark.parametrize("permute_keys", [True, False])
+@pytest.mark.parametrize("shape", [(2, 1037, 3, 59), (1, 4099, 2, 128), (3, 203, 2, 256)])
+def test_transpose_kernel_on_gpu(shape, permute_keys):
+    """V's one-pass transpose kernel stores byte for byte what torch's views give, on the
+    GPU (odd lengths: the zero padding; strided rows)."""
+    from flashtile.kernels.layout import transposed_v
+    from flashtile.reference import transposed_v_ref
+    batch, seqlen, heads, dim = shape
+    gen = torch.Generator(device="cuda").manual_seed(seqlen)
+    v = torch.randn(batch, seqlen, heads, dim + 3, device="cuda", generator=gen).to(E4M3)
+    v = v[..., :dim]
+    _, vt, _ = transposed_v(v, permute_keys)
+    assert torch.equal(vt.view(torch.uint8), transposed_v_ref(v, permute_keys).view(torch.uint8))

@@ -346,28 +346,3 @@ def dot_precision(dtype: torch.dtype, fp32_precision: str) -> str:
     return "tf32"
 
 
-def transposed_v(v: torch.Tensor, permute_keys: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """V copied with keys contiguous per (batch, KV head, channel): FP8 P.V needs V
-    K-major on Hopper. Returns the copy viewed back in V's shape (for the pointer
-    path), the copy itself ((B, Hk, D, S) or (Hk, D, total): descriptors need a
-    contiguous last dim) and the stride between channels.
-
-    permute_keys (dense only): keys stored in `forward._permute_keys`' order within each 16,
-    the sequence zero-padded to a multiple of 16 first."""
-    if not permute_keys:
-        perm = (0, 2, 3, 1) if v.dim() == 4 else (1, 2, 0)  # (.., S, Hk, D) -> (.., Hk, D, S)
-        inv = (0, 3, 1, 2) if v.dim() == 4 else (2, 0, 1)
-        vt = v.permute(*perm).contiguous()
-        return vt.permute(*inv), vt, vt.stride(-2)
-    batch, seqlen, kv_heads, head_dim = v.shape
-    padded = -(-seqlen // 16) * 16
-    if padded != seqlen:
-        v_pad = torch.zeros((batch, padded, kv_heads, head_dim), dtype=v.dtype, device=v.device)
-        v_pad[:, :seqlen] = v
-        v = v_pad
-    vt = torch.empty((batch, kv_heads, head_dim, padded), dtype=v.dtype, device=v.device)
-    # vt[b, h, d, (g, b2, b1, b3, b0)] = v[b, (g, b3, b2, b1, b0), h, d]
-    src = v.view(batch, padded // 16, 2, 2, 2, 2, kv_heads, head_dim)
-    vt.view(batch, kv_heads, head_dim, padded // 16, 2, 2, 2, 2).copy_(
-        src.permute(0, 6, 7, 1, 3, 4, 2, 5))
-    return vt.permute(0, 3, 1, 2), vt, vt.stride(-2)

@@ -18,12 +18,13 @@ import triton.language as tl
 from .common import (LN2, LOAD_DESC, LOAD_PTR64, LOG2E, band_bounds, batch_head, box_descriptor,
                      descriptor_ok, descriptors_pay, dot_precision, dropout_keep, head_scalars,
                      launch_scalars, load_block, load_tile, pointer_mode,
-                     query_block, score_tile, seq_strides, store_tile, tile_span, transposed_v,
+                     query_block, score_tile, seq_strides, store_tile, tile_span,
                      visible_mask)
 from . import forward_hopper
 from .config import (SHORT_CAUSAL_MAX_ROWS, batch_head_grid, cdiv, get_config,
                      padded_head_dim)
 from .launcher import BoundLaunch, CachedKernel, PlanCache, on_tensors_device
+from .layout import transposed_v
 
 
 @triton.jit
@@ -56,7 +57,7 @@ def _permute_keys(p, BLOCK_N: tl.constexpr):
     wgmma A operand wants them: no shuffles. Within every 16 keys, key bits
     (b3 b2 b1 b0) go to position (b2 b1 b3 b0): the accumulator layout gives a thread
     key bits b1 b2 from its lane, the fp8 A layout wants them at b2 b3. V^T's keys are
-    stored in the same order (`common.transposed_v`), so P.V is unchanged."""
+    stored in the same order (`layout.transposed_v`), so P.V is unchanged."""
     rows: tl.constexpr = p.shape[0]
     p = p.reshape(rows, BLOCK_N // 16, 2, 2, 2, 2)  # [.., b3, b2, b1, b0]
     p = p.permute(0, 1, 3, 4, 2, 5)  # [.., b2, b1, b3, b0]

@@ -35,10 +35,11 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma,
                                                               warpgroup_mma, warpgroup_mma_wait)
 
-from .common import LN2, LOG2E, TMA_MIN_FLOPS, transposed_v
+from .common import LN2, LOG2E, TMA_MIN_FLOPS
 from .config import batch_head_grid
 from .hopper_common import dense_call_ok, descriptor
 from .launcher import BoundLaunch, CachedKernel, PlanCache
+from .layout import transposed_v
 
 
 @gluon.jit
@@ -281,7 +282,7 @@ def _p_operand(p, dtype: gl.constexpr, p_layout: gl.constexpr):
     """P (fp32, score-tile layout) as the register A operand of P.V. FP8: key columns
     reordered within each 16 exactly as `forward._permute_keys` does in the Triton
     kernel, so that the accumulator registers already sit where the 8-bit operand wants
-    them, no shuffles; `common.transposed_v` stores V^T's keys in the same order."""
+    them, no shuffles; `layout.transposed_v` stores V^T's keys in the same order."""
     ROWS: gl.constexpr = p.shape[0]
     BLOCK_N: gl.constexpr = p.shape[1]
     p = p.to(dtype)
