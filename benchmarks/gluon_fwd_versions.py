@@ -8,13 +8,12 @@ process: 16k tokens, model dim 2048, forward TFLOP/s.
                    tree_pp=flashtile/kernels/forward_hopper.py@pp \
                    s22=flashtile/kernels/forward_hopper.py@64,2,2,240,24
 
-A version is name=path[@row][@pp][@l2=BYTES][@drop...]: the module copy at path, its
+A version is name=path[@row][@pp][@drop...]: the module copy at path, its
 CONFIGS row for (dtype, head dim) replaced by row in the copy's own format
 (block_n,k_stages,v_stages,consumer_regs,loader_regs since session 13;
 block_n,stages,consumer_regs,loader_regs before), ping-pong on for that row (copies that
-had it), the causal launch's head-group L2 budget (L2_GROUP_BYTES, session 16; 1 gives
-the per-head longest-first order of before), or diagnostic copies that drop pieces of
-the softmax (DROPS: noexp, nomax, nosum, norescale; their outputs are WRONG on purpose, the time saved is what that work costs;
+had it), or diagnostic copies that drop pieces of the softmax (DROPS: noexp, nomax, nosum,
+norescale; their outputs are WRONG on purpose, the time saved is what that work costs;
 session 15). Every version's output is compared with the Triton kernel's (max |diff|, in
 the JSON). The "bf16" column is flashtile's default dispatch in bf16 (issue #7 measures
 FP8 against it).
@@ -68,8 +67,6 @@ def _version(spec: str, folder: str, row: tuple[str, int]):
     for opt in opts:
         if opt == "pp":
             mod.PINGPONG = set(getattr(mod, "PINGPONG", set())) | {row}
-        elif opt.startswith("l2="):  # causal head groups' L2 budget (1: one head at a time)
-            mod.L2_GROUP_BYTES = int(float(opt[3:]))
         elif opt not in DROPS:
             mod.CONFIGS[row] = tuple(int(x) for x in opt.split(","))
     return name, mod

@@ -188,7 +188,7 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, k_full, k_empty, v_
 
 @gluon.jit
 def _fwd_kernel(q_desc, k_desc, v_desc, o_desc, Lse, Descale, stride_lb, stride_lh,
-                stride_desc, num_heads, kv_group, seqlen_q, seqlen_k, qk_scale, group_heads,
+                stride_desc, num_heads, kv_group, seqlen_q, seqlen_k, qk_scale,
                 HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, K_STAGES: gl.constexpr,
                 V_STAGES: gl.constexpr,
                 CAUSAL: gl.constexpr, IS_FP8: gl.constexpr, LONGEST_FIRST: gl.constexpr,
@@ -197,11 +197,10 @@ def _fwd_kernel(q_desc, k_desc, v_desc, o_desc, Lse, Descale, stride_lb, stride_
     consumer warpgroups (this kernel's 4 warps and a 4-warp worker)."""
     dtype: gl.constexpr = q_desc.dtype
     ROWS: gl.constexpr = q_desc.block_type.shape[1]
-    if LONGEST_FIRST:
-        pid_m, bh = _longest_first(seqlen_q, group_heads, 2 * ROWS)
-    else:
-        pid_m = gl.program_id(0)
-        bh = gl.program_id(1) + gl.program_id(2) * gl.num_programs(1)  # config.batch_head_grid
+    pid_m = gl.program_id(0)
+    if LONGEST_FIRST:  # under a causal mask the last query blocks see the most keys
+        pid_m = gl.num_programs(0) - 1 - pid_m
+    bh = gl.program_id(1) + gl.program_id(2) * gl.num_programs(1)  # config.batch_head_grid
     b = bh // num_heads
     h = bh % num_heads
     hk = h // kv_group  # GQA: consecutive query heads share one KV head
@@ -252,22 +251,6 @@ def _fwd_kernel(q_desc, k_desc, v_desc, o_desc, Lse, Descale, stride_lb, stride_
 
 
 _fwd_launch = CachedKernel(_fwd_kernel)
-
-
-@gluon.jit
-def _longest_first(seqlen_q, group_heads, BLOCK_M: gl.constexpr):
-    """(query block, batch * head) of this CTA in a causal launch (1-D grid): CTAs start in
-    grid order, so heads go in groups of `group_heads` (their K / V fit in L2 together)
-    and within a group every head's last query block -- the longest under the mask --
-    comes first, then every head's second last, and so on: the launch ends on short
-    blocks of all heads, not on a tail of long ones."""
-    num_m = gl.cdiv(seqlen_q, BLOCK_M)
-    pid = gl.program_id(0)
-    span = group_heads * num_m  # CTAs of one full group
-    first = (pid // span) * group_heads
-    size = gl.minimum(group_heads, gl.num_programs(0) // num_m - first)  # the last may be short
-    r = pid % span
-    return num_m - 1 - r // size, first + r % size
 
 
 @gluon.jit
@@ -342,9 +325,6 @@ CONFIGS = {
     ("16bit", 256): (64, 2, 2, 240, 24),
     ("fp8", 256): (128, 2, 2, 240, 24),
 }
-# Causal launches order heads in groups whose K and V take at most this much L2 (H100 /
-# H200: 50 MB): the CTAs running at once then share a few heads' K / V.
-L2_GROUP_BYTES = 24 << 20
 SHARED_BYTES = 232448  # sm_90's most dynamic shared memory per CTA
 
 
@@ -414,15 +394,9 @@ def _plan(q, k, lse, config, softmax_scale: float, causal: bool) -> _Plan:
     batch, seqlen_q, num_heads, head_dim = q.shape
     seqlen_k, kv_heads = k.shape[1], k.shape[2]
     block_n, k_stages, v_stages, consumer_regs, loader_regs = config
-    num_m = -(-seqlen_q // (2 * ROWS))
-    if causal:  # `_longest_first`
-        grid = (num_m * batch * num_heads, 1, 1)
-        kv_bytes = 2 * seqlen_k * head_dim * q.element_size()  # one head's K and V
-        group_heads = max(1, min(batch * num_heads, L2_GROUP_BYTES // kv_bytes))
-    else:
-        grid, group_heads = (num_m, *batch_head_grid(batch, num_heads)), 0
+    grid = (-(-seqlen_q // (2 * ROWS)), *batch_head_grid(batch, num_heads))
     trailing = (lse.stride(0), lse.stride(1), batch * kv_heads, num_heads, num_heads // kv_heads,
-                seqlen_q, seqlen_k, softmax_scale * LOG2E, group_heads)
+                seqlen_q, seqlen_k, softmax_scale * LOG2E)
     launch = _fwd_launch.bind(grid, trailing, dict(
         HEAD_DIM=head_dim, BLOCK_N=block_n, K_STAGES=k_stages, V_STAGES=v_stages,
         CAUSAL=causal, IS_FP8=q.dtype == torch.float8_e4m3fn, LONGEST_FIRST=causal,
