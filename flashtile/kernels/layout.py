@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .launcher import CachedKernel
+from .launcher import CachedKernel, PlanCache
 
 BLOCK_S = 64  # keys per program
 
@@ -50,7 +50,8 @@ def _transpose_kernel(V, Vt, stride_vb, stride_vs, stride_vh, stride_vd, stride_
     tl.store(dst, x, mask=(pos[None, :] < padded) & (d[:, None] < HEAD_DIM))
 
 
-_transpose = CachedKernel(_transpose_kernel)  # (skips Triton's per-launch re-binding)
+_transpose = CachedKernel(_transpose_kernel)
+_PLANS = PlanCache()  # (shapes, strides, order) -> its BoundLaunch
 
 
 def transposed_v(v: torch.Tensor, permute_keys: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -69,10 +70,13 @@ def transposed_v(v: torch.Tensor, permute_keys: bool) -> tuple[torch.Tensor, tor
     vt = torch.empty((batch, kv_heads, head_dim, padded), dtype=v.dtype, device=v.device)
     # 8-bit values are moved as bytes (the interpreter's numpy has no float8).
     src, dst = (v4.view(torch.uint8), vt.view(torch.uint8)) if v.element_size() == 1 else (v4, vt)
-    grid = (triton.cdiv(padded, BLOCK_S), batch * kv_heads)
-    _transpose[grid](src, dst, *src.stride(), *dst.stride()[:3], kv_heads, seqlen, padded,
-                            HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(head_dim),
-                            BLOCK_S=BLOCK_S, PERMUTE_KEYS=permute_keys, num_warps=4)
+    key = (v4.shape, v4.stride(), v.dtype, permute_keys)
+    launch = _PLANS.get(key) or _PLANS.add(key, _transpose.bind(
+        (triton.cdiv(padded, BLOCK_S), batch * kv_heads),
+        (*src.stride(), *dst.stride()[:3], kv_heads, seqlen, padded),
+        dict(HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(head_dim), BLOCK_S=BLOCK_S,
+             PERMUTE_KEYS=permute_keys, num_warps=4)))
+    launch(src, dst)
     if dense:
         return vt.permute(0, 3, 1, 2), vt, vt.stride(-2)
     vt = vt[0]
