@@ -398,3 +398,20 @@ def test_transpose_kernel_matches_torch_views(shape, permute_keys):
         _, vt_packed, _ = transposed_v(packed, False)
         assert torch.equal(vt_packed.view(torch.uint8),
                            transposed_v_ref(packed, False).view(torch.uint8))
+
+
+def test_transpose_kernel_past_the_grid_limit(monkeypatch):
+    """More (batch, KV head) pairs than a grid axis takes: the launch continues on axis 2
+    (`config.batch_head_grid`, its limit lowered here) and every pair is copied."""
+    from flashtile.kernels import config
+    from flashtile.kernels.launcher import clear_plans
+    from flashtile.kernels import layout
+    from flashtile.reference import transposed_v_ref
+    monkeypatch.setattr(config, "MAX_GRID_YZ", 6)  # 18 pairs: 6 on axis 1 x 3 on axis 2
+    clear_plans()
+    v = torch.randn(6, 20, 3, 16, generator=torch.Generator().manual_seed(1)).to(FP8)
+    _, vt, _ = layout.transposed_v(v, True)
+    (plan,) = layout._PLANS._plans.values()  # (the interpreter does not enforce the limit)
+    clear_plans()
+    assert plan.grid[1:] == (6, 3)
+    assert torch.equal(vt.view(torch.uint8), transposed_v_ref(v, True).view(torch.uint8))

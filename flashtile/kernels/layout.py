@@ -15,6 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .common import batch_head
+from .config import batch_head_grid
 from .launcher import CachedKernel, PlanCache
 
 BLOCK_S = 64  # keys per program
@@ -37,7 +39,7 @@ def _transpose_kernel(V, Vt, stride_vb, stride_vs, stride_vh, stride_vd, stride_
                       BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
                       PERMUTE_KEYS: tl.constexpr):
     """Vt[b, h, d, pos] = V[b, key(pos), h, d], 0 for key >= seqlen (up to padded)."""
-    bh = tl.program_id(1)
+    bh = batch_head()
     b = (bh // kv_heads).to(tl.int64)
     h = (bh % kv_heads).to(tl.int64)
     pos = tl.program_id(0) * BLOCK_S + tl.arange(0, BLOCK_S)
@@ -72,7 +74,7 @@ def transposed_v(v: torch.Tensor, permute_keys: bool) -> tuple[torch.Tensor, tor
     src, dst = (v4.view(torch.uint8), vt.view(torch.uint8)) if v.element_size() == 1 else (v4, vt)
     key = (v4.shape, v4.stride(), v.dtype, permute_keys)
     launch = _PLANS.get(key) or _PLANS.add(key, _transpose.bind(
-        (triton.cdiv(padded, BLOCK_S), batch * kv_heads),
+        (triton.cdiv(padded, BLOCK_S), *batch_head_grid(batch, kv_heads)),
         (*src.stride(), *dst.stride()[:3], kv_heads, seqlen, padded),
         dict(HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(head_dim), BLOCK_S=BLOCK_S,
              PERMUTE_KEYS=permute_keys, num_warps=4)))
