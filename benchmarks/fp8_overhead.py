@@ -10,17 +10,14 @@ one-pass transpose kernel (`kernels.layout`) saves over torch's strided copy.
    the attention kernel's own TFLOP/s (from 1.) and the host's microseconds per call
    (30 calls issued without a sync: the GPU queue does not fill);
 4. cProfile of 300 FP8 calls at d256 4k causal (the case furthest from its kernel time).
-Writes fp8_overhead.json and fp8_host_profile.txt; prints the tables last.
+Writes fp8_overhead.json and host_profile_fp8_d256_4k_causal.txt; prints the tables last.
 """
 
 from __future__ import annotations
 
 import argparse
-import cProfile
-import io
 import json
 import os
-import pstats
 import time
 
 import torch
@@ -31,6 +28,7 @@ from flashtile.kernels import forward, forward_hopper, layout
 from flashtile.reference import transposed_v_ref
 
 from gluon_ab import call_flashtile
+from host_profile import profile as host_profile
 
 E4M3 = torch.float8_e4m3fn
 
@@ -68,23 +66,6 @@ def host_us(fn, calls=30):
     host = (time.perf_counter() - start) / calls * 1e6
     torch.cuda.synchronize()
     return host
-
-
-def host_profile(q, k, v, causal, path, calls=300):
-    """cProfile of `calls` FP8 calls, top 25 functions by own time, written to path."""
-    for _ in range(20):
-        call_flashtile(q, k, v, causal, True)
-    torch.cuda.synchronize()
-    prof = cProfile.Profile()
-    prof.enable()
-    for _ in range(calls):
-        call_flashtile(q, k, v, causal, True)
-    prof.disable()
-    torch.cuda.synchronize()
-    text = io.StringIO()
-    pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(25)
-    with open(path, "w") as f:
-        f.write(text.getvalue())
 
 
 def main():
@@ -125,8 +106,8 @@ def main():
                     host = {name: host_us(lambda: call_flashtile(*ins, causal, name == "fp8"))
                             for name, ins in (("bf16", sets[0]), ("fp8", fp8[0]))}
                     if d == 256 and seqlen == 4096 and causal:
-                        host_profile(*fp8[0], causal, os.path.join(args.out,
-                                                                   "fp8_host_profile.txt"))
+                        host_profile("fp8_d256_4k_causal",
+                                     lambda: call_flashtile(*fp8[0], causal, True), args.out, n=300)
                     results.append(dict(head_dim=d, seqlen=seqlen, causal=causal, tflops=tf,
                                         transpose_ms=dict(torch=t_torch, kernel=t_kern),
                                         transpose_bitwise_equal=ok, kernels_us=breakdown,

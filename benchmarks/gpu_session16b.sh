@@ -9,4 +9,4 @@ R=$OUT/r; mkdir -p "$R"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv,noheader
 (cd benchmarks && timeout 300 python3 fp8_overhead.py --out "$R" > "$R/fp8_overhead.txt" 2>&1)
 tail -22 "$R/fp8_overhead.txt"
-head -45 "$R/fp8_host_profile.txt" | tail -32
+head -45 "$R/host_profile_fp8_d256_4k_causal.txt" | tail -32
