@@ -302,30 +302,6 @@ def test_non_contiguous(causal):
     check_all(q, k, v, dout, out, lse, grads, causal=causal)
 
 
-@pytest.mark.parametrize("speculate", [False, True], ids=["test_first", "exp_first"])
-@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-@pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=str)
-def test_lazy_rescale(dtype, causal, speculate, monkeypatch):
-    """FlashAttention-4's lazy rescale (`forward.RESCALE_TAU`): keys whose scores grow
-    along the sequence make the running max rise by less than TAU on most tiles (kept
-    stale) and by more on some (rescaled); Sq > Sk under the causal mask leaves rows
-    that see no key (out 0, LSE -inf)."""
-    from flashtile.kernels import forward
-    monkeypatch.setattr(forward, "RESCALE_TAU", 8.0)
-    monkeypatch.setattr(forward, "RESCALE_SPECULATE", speculate)
-    q, k, v, _ = make_qkv(2, 53, 47, 2, 1, 59, dtype, seed=5)
-    ramp = torch.linspace(0.2, 4.0, k.shape[1], device=DEVICE, dtype=torch.float32)
-    k = (k.float() * ramp[None, :, None, None]).to(dtype)
-    q = (q.float() * 3.0).to(dtype)
-    out, lse, _ = run_fwd(q, k, v, causal=causal)
-    (r_out, r_lse, _), (b_out, b_lse, _) = ref_and_baseline(q, k, v, torch.zeros_like(q),
-                                                            **_ref_opts(causal=causal))
-    assert_rule(out, r_out, b_out, 2, _atol(dtype), "out")
-    assert_lse(lse, r_lse, b_lse.double())
-    if causal:  # rows 0..5 see no key
-        assert torch.isinf(lse[:, :, :6]).all() and (out[:, :6] == 0).all()
-
-
 def test_launch_plans_are_reused_and_keyed_on_strides_and_options():
     """Repeat calls reuse the memoised launch plans (forward.py's `_PLANS`, backward.py's
     `_BACKWARD_PLANS`) on new values; new strides or options get their own plans; every

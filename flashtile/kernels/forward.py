@@ -65,32 +65,13 @@ def _permute_keys(p, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
-def _rescale(acc, l_i, m_i, m_new):
-    """Move the running (acc, l_i) from max m_i to m_new (log2 units)."""
-    m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # all-masked rows stay at 0
-    alpha = tl.exp2(m_i - m_ref)
-    return acc * alpha[:, None], l_i * alpha, m_new
-
-
-@triton.jit
-def _exp_scores(s, m_i, score_mul, PLAIN_SCORES: tl.constexpr):
-    """P = 2^(score - m_i) of a tile (PLAIN_SCORES: s is raw Q K^T, scaled here in the
-    exponent's FMA)."""
-    m_ref = tl.where(m_i == float("-inf"), 0.0, m_i)  # all-masked rows stay at 0
-    if PLAIN_SCORES:
-        return tl.exp2(s * score_mul - m_ref[:, None])
-    return tl.exp2(s - m_ref[:, None])
-
-
-@triton.jit
 def _fwd_inner(acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, b, hk, rows,
                n_start, n_stop, seqlen_q, seqlen_k, window_left, window_right, score_mul, cap_mul,
                alibi_mul, seed, bh, max_seqlen_k, dropout_p,
                HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
                HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr, LOADS: tl.constexpr,
-               V_T: tl.constexpr, PLAIN_SCORES: tl.constexpr, P_PERM: tl.constexpr,
-               RESCALE_TAU: tl.constexpr, RESCALE_SPECULATE: tl.constexpr):
+               V_T: tl.constexpr, PLAIN_SCORES: tl.constexpr, P_PERM: tl.constexpr):
     """Fold key tiles [n_start, n_stop) into the running (acc, l_i, m_i).
 
     MASKED tiles straddle a window edge or the end of the keys; the others are
@@ -132,22 +113,15 @@ def _fwd_inner(acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, 
         if PLAIN_SCORES:
             m_tile = m_tile * score_mul
         m_new = tl.maximum(m_i, m_tile)
-        if RESCALE_TAU > 0:  # FlashAttention-4: keep a stale max (so P <= 2^TAU) until
-            # some row's max grows by more than TAU; then rescale every row at once
-            grow = tl.where(m_new > m_i, m_new - m_i, 0.0)
-            if RESCALE_SPECULATE:  # exp2 on the stale max while the CTA-wide test runs
-                p = _exp_scores(s, m_i, score_mul, PLAIN_SCORES)
-                if tl.max(grow, 0) > RESCALE_TAU:
-                    acc, l_i, m_i = _rescale(acc, l_i, m_i, m_new)
-                    p = _exp_scores(s, m_i, score_mul, PLAIN_SCORES)
-            else:
-                if tl.max(grow, 0) > RESCALE_TAU:
-                    acc, l_i, m_i = _rescale(acc, l_i, m_i, m_new)
-                p = _exp_scores(s, m_i, score_mul, PLAIN_SCORES)
+        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # all-masked rows stay at 0
+        if PLAIN_SCORES:
+            p = tl.exp2(s * score_mul - m_ref[:, None])  # [BLOCK_M, BLOCK_N]
         else:
-            acc, l_i, m_i = _rescale(acc, l_i, m_i, m_new)
-            p = _exp_scores(s, m_i, score_mul, PLAIN_SCORES)
-        l_i = l_i + tl.sum(p, 1)  # the normaliser counts dropped entries too
+            p = tl.exp2(s - m_ref[:, None])
+        alpha = tl.exp2(m_i - m_ref)
+        l_i = l_i * alpha + tl.sum(p, 1)  # the normaliser counts dropped entries too
+        acc = acc * alpha[:, None]
+        m_i = m_new
         # 4. dropout zeroes entries of P (the 1 / (1 - p) is applied at the end)
         if HAS_DROPOUT:
             keep = dropout_keep(seed, bh, rows[:, None], cols[None, :], max_seqlen_k, dropout_p)
@@ -172,8 +146,7 @@ def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed, Descale,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                 LOADS: tl.constexpr, IS_FP8: tl.constexpr, V_T: tl.constexpr,
                 PLAIN_SCORES: tl.constexpr, P_PERM: tl.constexpr,
-                LONGEST_FIRST: tl.constexpr, RESCALE_TAU: tl.constexpr,
-                RESCALE_SPECULATE: tl.constexpr):
+                LONGEST_FIRST: tl.constexpr):
     """Q, K, V, Out are pointers, or (B, S, H, D) tensor descriptors when LOADS == LOAD_DESC
     (dense inputs only: a descriptor's zero fill stops at S, not at an item's end).
 
@@ -223,19 +196,19 @@ def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed, Descale,
         n_begin, n_full_lo, sq, sk, window_left, window_right, score_mul,
         cap_mul, alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D, True,
         HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS, V_T, PLAIN_SCORES,
-        P_PERM, RESCALE_TAU, RESCALE_SPECULATE)
+        P_PERM)
     acc, l_i, m_i = _fwd_inner(
         acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, b, hk, rows,
         n_full_lo, n_full_hi, sq, sk, window_left, window_right, score_mul,
         cap_mul, alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D, False,
         HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS, V_T, PLAIN_SCORES,
-        P_PERM, RESCALE_TAU, RESCALE_SPECULATE)
+        P_PERM)
     acc, l_i, m_i = _fwd_inner(
         acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, b, hk, rows,
         n_full_hi, n_end, sq, sk, window_left, window_right, score_mul,
         cap_mul, alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D, True,
         HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS, V_T, PLAIN_SCORES,
-        P_PERM, RESCALE_TAU, RESCALE_SPECULATE)
+        P_PERM)
 
     # Epilogue: normalise once; rows that saw no key get out = 0 and LSE = -inf.
     empty = l_i == 0.0
@@ -319,10 +292,6 @@ FP8_P_PERM = True
 # Dense causal / full attention on Hopper takes the Gluon kernel (forward_hopper.py);
 # False sends everything to the Triton kernel here (A/B runs, benchmarks/gluon_ab.py).
 USE_HOPPER_KERNEL = True
-# FlashAttention-4's lazy rescale (log2 units; 0 = rescale on every tile): P stays <= 2^8,
-# inside e4m3's 448 and fp16's range, while O's rescale is skipped on most tiles.
-RESCALE_TAU = 0.0
-RESCALE_SPECULATE = False  # exp2 first on the stale max, redone on the rare rescale
 
 
 _PLANS = PlanCache()
@@ -373,9 +342,7 @@ def _plan_forward(q, k, v, out, lse, alibi_slopes, cfg, loads, *, varlen, batch,
         launch = _fwd_launch.bind(grid, trailing, dict(
             **shared, **flags, LOADS=loads, IS_FP8=is_fp8, V_T=v_t,
             PLAIN_SCORES=softcap == 0.0 and not has_alibi and softmax_scale > 0,
-            P_PERM=p_perm, LONGEST_FIRST=cfg.longest_first, RESCALE_TAU=RESCALE_TAU,
-            RESCALE_SPECULATE=RESCALE_SPECULATE,
-            num_warps=cfg.num_warps,
+            P_PERM=p_perm, LONGEST_FIRST=cfg.longest_first, num_warps=cfg.num_warps,
             num_stages=cfg.num_stages))
     return _ForwardPlan(launch, boxes, grid, shared, flags, (stride_lb, stride_lh),
                         (stride_ab, stride_ah))
@@ -434,9 +401,9 @@ def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
         loads = pointer_mode(max(max_seqlen_q, max_seqlen_k), *srcs)
     has_alibi = alibi_slopes is not None
     # everything `_plan_forward` reads
-    key = (cfg, loads, v_t, p_perm, RESCALE_TAU, RESCALE_SPECULATE, varlen, batch, max_seqlen_q, max_seqlen_k,
-           softmax_scale, window_left, window_right, softcap, dropout_p, fp32_precision,
-           q.dtype, q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), stride_vd, out.stride(),
+    key = (cfg, loads, v_t, p_perm, varlen, batch, max_seqlen_q, max_seqlen_k, softmax_scale,
+           window_left, window_right, softcap, dropout_p, fp32_precision, q.dtype, q.shape,
+           q.stride(), k.shape, k.stride(), v.shape, v.stride(), stride_vd, out.stride(),
            lse.stride(), alibi_slopes.stride() if has_alibi else None)
     plan = _PLANS.get(key) or _PLANS.add(key, _plan_forward(
         q, k, v, out, lse, alibi_slopes, cfg, loads, varlen=varlen, batch=batch,
