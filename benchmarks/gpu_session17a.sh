@@ -3,6 +3,7 @@
 # bf16 d64), then the FP8 + Hopper GPU tests (the first GPU run of session 16's
 # batch_head_grid change in layout.transposed_v) and the lazy-rescale tests on the GPU.
 set -u
+# (rescale_ab.py and the RESCALE_TAU switch were reverted after this call: cb9e392 has them.)
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 R=$OUT/r; mkdir -p "$R"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv,noheader
