@@ -207,3 +207,63 @@ def test_compile_fullgraph_and_opcheck():
     torch.library.opcheck(autograd.attention_forward,
                           (q, k, v, None, None, 37, 53, 0.2, 3, 2, 0.0, None, 0.3, seed, True,
                            "tf32", False))
+
+
+# ============================================================== ATen's CPU kernel
+# Plain options without returned probabilities go to ATen's CPU flash kernel
+# (flashtile.aten_cpu); the grid above asks for probabilities, so it runs the
+# chunked path. These cases run both, including the bottom-right causal corners
+# the ATen bridge splits (Sq > Sk: empty top rows; Sq < Sk: two merged parts).
+
+ATEN_SHAPES = [(1, 1), (1, 147), (113, 203), (203, 113), (128, 128)]
+
+
+@pytest.mark.parametrize("path", ["aten", "chunked"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("kv_heads", [6, 2])
+@pytest.mark.parametrize("shape", ATEN_SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_plain_options_both_paths(shape, kv_heads, causal, dtype, path, monkeypatch):
+    from flashtile import aten_cpu
+    monkeypatch.setattr(aten_cpu, "ENABLED", path == "aten")
+    calls = []
+    real = aten_cpu.forward
+    monkeypatch.setattr(aten_cpu, "forward", lambda *a: calls.append(1) or real(*a))
+    sq, sk = shape
+    q, k, v = _inputs(2, sq, sk, 6, kv_heads, 59, seed=sq * 7 + sk)
+    run = lambda q, k, v: (flashtile.flash_attn_func(q, k, v, causal=causal), None)  # noqa: E731
+    check_case(run, q, k, v, dtype=dtype, causal=causal)
+    assert bool(calls) == (path == "aten")
+
+
+def test_aten_path_matches_chunked_path(monkeypatch):
+    """Same outputs, LSE and gradients from both paths (float32, causal, GQA, Sq < Sk)."""
+    from flashtile import aten_cpu, torch_path
+    q, k, v = (x.requires_grad_() for x in _inputs(2, 97, 211, 6, 2, 48, seed=21))
+    dout = torch.randn(2, 97, 6, 48)
+    results = []
+    for enabled in (True, False):
+        monkeypatch.setattr(aten_cpu, "ENABLED", enabled)
+        out = flashtile.flash_attn_func(q, k, v, causal=True)
+        _, lse, _ = torch_path.attention_forward(
+            q.detach(), k.detach(), v.detach(), cu_seqlens_q=None, cu_seqlens_k=None,
+            max_seqlen_q=97, max_seqlen_k=211, softmax_scale=48 ** -0.5, window_left=-1,
+            window_right=0, softcap=0.0, alibi_slopes=None, dropout_p=0.0, seed=None,
+            return_probs=False)
+        results.append((out, lse, *torch.autograd.grad(out, (q, k, v), dout)))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_aten_path_fp8_matches_dequantised_chunked_path(monkeypatch):
+    from flashtile import aten_cpu
+    q, k, v = _inputs(2, 67, 131, 6, 2, 64, seed=4)
+    q8, k8, v8 = (x.to(torch.float8_e4m3fn) for x in (q, k, v))
+    descales = [torch.rand(2, 2) + 0.5 for _ in range(3)]
+    outs = []
+    for enabled in (True, False):
+        monkeypatch.setattr(aten_cpu, "ENABLED", enabled)
+        outs.append(flashtile.flash_attn_func(q8, k8, v8, causal=True, q_descale=descales[0],
+                                              k_descale=descales[1], v_descale=descales[2]))
+    assert outs[0].dtype == torch.bfloat16
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=1e-2)
