@@ -1,18 +1,20 @@
 """The exact attention path in plain PyTorch: CPUs and any device without Triton.
 
-Same algorithm as the kernels, written with tensor ops: an online softmax over
-chunks of keys in the forward pass and a backward pass that recomputes the
-scores chunk by chunk from Q, K, V, O and the LSE. Memory grows as
-O(rows x chunk), never O(Sq x Sk). Arithmetic is float32 whatever the input
-dtype. The two launchers mirror `flashtile.kernels` argument for argument.
-
-Shapes inside this module: rows of all query heads that share a KV head are
-stacked, so a score tile is (B, Hk, G*Sq, C) with G = H // Hk. That is how GQA
-works here without repeating K and V.
+Same algorithm as the kernels, written with tensor ops: queries in blocks, and
+for each block an online softmax over the chunks of keys it can see (chunks
+wholly outside a causal or window mask are skipped, as the kernels skip tiles);
+the backward pass recomputes the scores tile by tile from Q, K, V, O and the
+LSE. Memory grows as O(tile), never O(Sq x Sk). Arithmetic is float32 whatever
+the input dtype. The two launchers mirror `flashtile.kernels` argument for
+argument.
 
 The plain cases on CPU tensors (no dropout, window, softcap, ALiBi or returned
 probabilities) go to ATen's CPU flash kernel instead (`flashtile.aten_cpu`):
-the same function, 5-13x faster than the chunks here.
+the same function, several times faster than the tiles here.
+
+Shapes inside this module: the query heads that share a KV head are stacked, so
+a score tile is (B, Hk, G*R, C) for a block of R queries, G = H // Hk, and C
+keys. That is how GQA works here without repeating K and V.
 
 FP8 (float8_e4m3fn) inputs, forward only: q, k and v are dequantised to float32
 with their per-(batch, KV head) descales (q's by the KV head of its group) and
@@ -28,25 +30,22 @@ from flashtile.validation import FP8_DTYPES, FP8_OUT_DTYPE
 
 # A score tile holds about this many float32 elements (1 MiB): small enough for
 # the elementwise softmax work to stay in cache, which on a CPU matters more
-# than the per-chunk Python overhead (measured ~10x faster than 16 MiB tiles at
+# than the per-tile Python overhead (measured ~10x faster than 16 MiB tiles at
 # 1k x 1k x 4 heads).
 _TILE_ELEMENTS = 1 << 18
+# Keys a tile aims for. With all rows of a head in one block, a 2k-query head got
+# 16-key chunks, and rescaling its (rows, D) accumulator per chunk cost more than
+# the chunk's scores (benchmarks/NOTES.md, session 18).
+_TILE_KEYS = 128
 
 
 # ----------------------------------------------------------------------------- layout
 
 
-def _to_rows(x: torch.Tensor, n_kv_heads: int) -> torch.Tensor:
-    """(B, S, H, D) -> (B, Hk, G*S, D) float32, the query heads of a group stacked."""
+def _groups(x: torch.Tensor, n_kv_heads: int) -> torch.Tensor:
+    """(B, S, H, D) -> (B, Hk, G, S, D) float32."""
     B, S, H, D = x.shape
-    x = x.float().permute(0, 2, 1, 3)  # (B, H, S, D)
-    return x.reshape(B, n_kv_heads, (H // n_kv_heads) * S, D)
-
-
-def _from_rows(x: torch.Tensor, seqlen: int) -> torch.Tensor:
-    """(B, Hk, G*S, D) -> (B, S, H, D), inverse of `_to_rows`."""
-    B, Hk, GS, D = x.shape
-    return x.reshape(B, Hk * (GS // seqlen), seqlen, D).permute(0, 2, 1, 3)
+    return x.float().permute(0, 2, 1, 3).reshape(B, n_kv_heads, H // n_kv_heads, S, D)
 
 
 def _kv_heads(x: torch.Tensor) -> torch.Tensor:
@@ -54,36 +53,63 @@ def _kv_heads(x: torch.Tensor) -> torch.Tensor:
     return x.float().permute(0, 2, 1, 3)
 
 
-def key_chunk(tiles: int, rows: int, seqlen_k: int) -> int:
-    """Keys per chunk; a pure function of the shapes so both passes agree
-    (the dropout mask of a chunk is drawn from a seed keyed on its start)."""
-    chunk = _TILE_ELEMENTS // max(1, tiles * rows)
-    chunk = max(16, min(chunk, seqlen_k)) // 16 * 16
-    return max(chunk, 16)
+def _block_rows(x5: torch.Tensor, queries: slice) -> torch.Tensor:
+    """(B, Hk, G, S, D)[..., queries, :] -> (B, Hk, G*R, D): a block's rows, stacked."""
+    B, Hk, G, _, D = x5.shape
+    return x5[:, :, :, queries].reshape(B, Hk, -1, D)
+
+
+def _unstack(rows: torch.Tensor, groups: int) -> torch.Tensor:
+    """(B, Hk, G*R, ...) -> (B, Hk, G, R, ...), inverse of `_block_rows`."""
+    B, Hk, GR = rows.shape[:3]
+    return rows.view(B, Hk, groups, GR // groups, *rows.shape[3:])
+
+
+def tiling(heads: int, seqlen_q: int, seqlen_k: int) -> tuple[int, int]:
+    """(queries per block, keys per chunk) for B*H = `heads`; a pure function of the
+    shapes so every pass agrees (a tile's dropout mask is seeded by its corner)."""
+    per_row = max(1, _TILE_ELEMENTS // (heads * _TILE_KEYS))
+    block = max(1, min(seqlen_q, per_row))
+    chunk = _TILE_ELEMENTS // max(1, heads * block)
+    chunk = max(16, min(chunk, max(seqlen_k, 1))) // 16 * 16
+    return block, max(chunk, 16)
 
 
 # ----------------------------------------------------------------------------- scores
 
 
 class _Scores:
-    """Computes masked score tiles for one (item, options) combination."""
+    """Masked score tiles of one query block for one (item, options) combination."""
 
-    def __init__(self, q_rows, seqlen_q, seqlen_k, n_kv_heads, scale, window_left,
+    def __init__(self, q_rows, queries: slice, seqlen_q, seqlen_k, scale, window_left,
                  window_right, softcap, alibi_slopes):
         B, Hk, rows, _ = q_rows.shape
+        R = queries.stop - queries.start
         device = q_rows.device
         self.q_rows, self.scale, self.softcap = q_rows, scale, softcap
         self.window = (window_left, window_right)
-        # Row r of a group is query i = r % Sq; `diag` is the key it lines up
-        # with when the mask is aligned to the bottom-right corner.
-        i = torch.arange(rows, device=device) % max(seqlen_q, 1)
-        self.diag = (i + seqlen_k - seqlen_q).view(rows, 1)  # (rows, 1)
+        # Row r of the block is query i = start + r % R; `diag` is the key it lines
+        # up with when the mask is aligned to the bottom-right corner.
+        shift = seqlen_k - seqlen_q
+        i = queries.start + torch.arange(rows, device=device) % R
+        self.diag = (i + shift).view(rows, 1)  # (rows, 1)
+        self.first_query = queries.start
+        self.diag_range = (queries.start + shift, queries.stop - 1 + shift)
         self.seqlen_k = seqlen_k
         self.slopes = None
         if alibi_slopes is not None:
-            g = rows // max(seqlen_q, 1)
+            g = rows // R
             slopes = alibi_slopes.float().reshape(-1, Hk, g, 1)  # (B or 1, Hk, G, 1)
-            self.slopes = slopes.expand(-1, Hk, g, seqlen_q).reshape(-1, Hk, rows, 1)
+            self.slopes = slopes.expand(-1, Hk, g, R).reshape(-1, Hk, rows, 1)
+
+    def chunks(self, chunk: int):
+        """(start, stop) of the key chunks some row of the block sees, on multiples of
+        `chunk` (so a chunk's keys, and its dropout mask, do not depend on the window)."""
+        (left, right), (first, last) = self.window, self.diag_range
+        lo = max(0, first - left) if left >= 0 else 0
+        hi = min(self.seqlen_k, last + right + 1) if right >= 0 else self.seqlen_k
+        for start in range(lo // chunk * chunk, hi, chunk):
+            yield start, min(start + chunk, self.seqlen_k)
 
     def tile(self, k_rows: torch.Tensor, start: int):
         """Scores against keys [start, start + C): returns (scores, tanh or None, mask)."""
@@ -108,10 +134,22 @@ class _Scores:
         return out  # (rows, C)
 
 
-def _keep_mask(seed: int, item: int, start: int, shape, p: float, device) -> torch.Tensor:
-    """Dropout keep-mask for one key chunk, reproducible from (seed, item, start)."""
+def _scores(q_rows, queries, Sq, Sk, opts) -> _Scores:
+    return _Scores(q_rows, queries, Sq, Sk, opts["softmax_scale"], opts["window_left"],
+                   opts["window_right"], opts["softcap"], opts["alibi_slopes"])
+
+
+def _blocks(seqlen_q: int, block: int):
+    for start in range(0, seqlen_q, block):
+        yield slice(start, min(start + block, seqlen_q))
+
+
+def _keep_mask(seed: int, item: int, corner: tuple[int, int], shape, p: float,
+               device) -> torch.Tensor:
+    """Dropout keep-mask of one tile, reproducible from (seed, item, its corner)."""
     gen = torch.Generator(device=device)
-    gen.manual_seed((seed * 1_000_003 + item * 10_007 + start) % (1 << 63))
+    row, col = corner
+    gen.manual_seed((seed * 1_000_003 + item * 10_007 + row * 1_000_033 + col) % (1 << 63))
     return torch.rand(shape, generator=gen, device=device) >= p
 
 
@@ -137,28 +175,39 @@ def _forward_item(q, k, v, opts, seed, item, return_probs, descales=None):
 
     `descales`: None, or float32 (B, Hk) factors (q, k, v) that dequantise the inputs.
     """
+    if descales is not None:
+        q, k, v = _dequantised(q, k, v, descales)
     if aten_cpu.covers(q, k, opts, return_probs):
-        if descales is not None:
-            q, k, v = _dequantised(q, k, v, descales)
         out, lse = aten_cpu.forward(q, k, v, opts)
         return out, lse, None
-    B, Sq, H, D = q.shape
+    B, Sq, H, _ = q.shape
     Sk, Hk = k.shape[1], k.shape[2]
-    p_drop = opts["dropout_p"]
-    q_rows = _to_rows(q, Hk)
-    k_all, v_all = _kv_heads(k), _kv_heads(v)
-    if descales is not None:  # rows and KV heads are both (B, Hk, ., D)
-        q_rows, k_all, v_all = (x * d.float().view(B, Hk, 1, 1)
-                                for x, d in zip((q_rows, k_all, v_all), descales))
-    scores = _Scores(q_rows, Sq, Sk, Hk, opts["softmax_scale"], opts["window_left"],
-                     opts["window_right"], opts["softcap"], opts["alibi_slopes"])
-    rows = q_rows.shape[2]
-    m = torch.full((B, Hk, rows, 1), float("-inf"), device=q.device)
-    l = torch.zeros((B, Hk, rows, 1), device=q.device)
-    acc = torch.zeros((B, Hk, rows, v.shape[-1]), device=q.device)
-    chunk = key_chunk(B * Hk, rows, Sk)
-    for start in range(0, Sk, chunk):
-        stop = min(start + chunk, Sk)
+    q5, k_all, v_all = _groups(q, Hk), _kv_heads(k), _kv_heads(v)
+    out = torch.zeros((B, Hk, H // Hk, Sq, v.shape[-1]), device=q.device)
+    lse = torch.full((B, Hk, H // Hk, Sq), float("-inf"), device=q.device)
+    probs = (torch.zeros((B, Hk, H // Hk, Sq, Sk), device=q.device) if return_probs
+             else None)
+    block, chunk = tiling(B * H, Sq, Sk)
+    for queries in _blocks(Sq, block):
+        scores = _scores(_block_rows(q5, queries), queries, Sq, Sk, opts)
+        o, l = _forward_block(scores, k_all, v_all, opts["dropout_p"], chunk, (seed, item))
+        out[:, :, :, queries] = _unstack(o, q5.shape[2])
+        lse[:, :, :, queries] = _unstack(l.squeeze(-1), q5.shape[2])
+        if return_probs:
+            p = _probs_block(scores, k_all, l, opts["dropout_p"], chunk, (seed, item))
+            probs[:, :, :, queries] = _unstack(p, q5.shape[2])
+    return (out.reshape(B, H, Sq, -1).permute(0, 2, 1, 3), lse.reshape(B, H, Sq),
+            None if probs is None else probs.reshape(B, H, Sq, Sk))
+
+
+def _forward_block(scores, k_all, v_all, p_drop, chunk, rng):
+    """Online softmax over the chunks a query block sees: (out rows, lse rows (.., 1))."""
+    q_rows = scores.q_rows
+    B, Hk, rows, _ = q_rows.shape
+    m = torch.full((B, Hk, rows, 1), float("-inf"), device=q_rows.device)
+    l = torch.zeros((B, Hk, rows, 1), device=q_rows.device)
+    acc = torch.zeros((B, Hk, rows, v_all.shape[-1]), device=q_rows.device)
+    for start, stop in scores.chunks(chunk):
         s, _, masked = scores.tile(k_all[:, :, start:stop], start)
         # -- online softmax: raise the running max, rescale what we have --
         m_new = torch.maximum(m, s.amax(-1, keepdim=True))
@@ -166,17 +215,18 @@ def _forward_item(q, k, v, opts, seed, item, return_probs, descales=None):
         alpha = torch.exp(m - _safe(m_new))
         l = l * alpha + p.sum(-1, keepdim=True)
         if p_drop > 0:
-            keep = _keep_mask(seed, item, start, p.shape, p_drop, q.device)
-            p = p * keep / (1.0 - p_drop)
+            p = p * _tile_keep(rng, scores, start, p.shape, p_drop) / (1.0 - p_drop)
         acc = acc * alpha + torch.matmul(p, v_all[:, :, start:stop])
         m = m_new
     empty = l == 0
     out = torch.where(empty, 0.0, acc / torch.where(empty, 1.0, l))
-    lse = torch.where(empty, float("-inf"), _safe(m) + torch.log(l)).squeeze(-1)
-    probs = None
-    if return_probs:
-        probs = _probs(scores, k_all, lse, p_drop, seed, item, chunk, Sq, H)
-    return _from_rows(out, Sq), lse.reshape(B, H, Sq), probs
+    return out, torch.where(empty, float("-inf"), _safe(m) + torch.log(l))
+
+
+def _tile_keep(rng, scores, start, shape, p_drop):
+    seed, item = rng
+    return _keep_mask(seed, item, (scores.first_query, start), shape, p_drop,
+                      scores.q_rows.device)
 
 
 def _dequantised(q, k, v, descales):
@@ -188,60 +238,68 @@ def _dequantised(q, k, v, descales):
             k.float() * dk.view(B, 1, -1, 1), v.float() * dv.view(B, 1, -1, 1))
 
 
-def _probs(scores, k_all, lse, p_drop, seed, item, chunk, Sq, H):
-    """flash_attn's S_dmask: softmax probs, negated where dropout dropped them."""
-    B, Hk, rows = lse.shape
-    Sk = k_all.shape[2]
-    out = torch.empty((B, Hk, rows, Sk), device=lse.device)
-    for start in range(0, Sk, chunk):
-        s, _, masked = scores.tile(k_all[:, :, start:start + chunk], start)
-        p = _exp(s - _safe(lse).unsqueeze(-1), masked)
+def _probs_block(scores, k_all, lse, p_drop, chunk, rng):
+    """flash_attn's S_dmask for a query block: softmax probs, negated where dropout
+    dropped them; 0 outside the chunks the block sees."""
+    B, Hk, rows, _ = lse.shape
+    out = torch.zeros((B, Hk, rows, k_all.shape[2]), device=lse.device)
+    for start, stop in scores.chunks(chunk):
+        s, _, masked = scores.tile(k_all[:, :, start:stop], start)
+        p = _exp(s - _safe(lse), masked)
         if p_drop > 0:
-            keep = _keep_mask(seed, item, start, p.shape, p_drop, lse.device)
-            p = torch.where(keep, p, -p)
-        out[..., start:start + chunk] = p
-    return out.reshape(B, H, Sq, Sk)
+            p = torch.where(_tile_keep(rng, scores, start, p.shape, p_drop), p, -p)
+        out[..., start:stop] = p
+    return out
 
 
 # ----------------------------------------------------------------------------- backward
 
 
 def _backward_item(dout, q, k, v, out, lse, opts, seed, item):
-    """Recompute scores per key chunk; returns dq, dk, dv in float32 (ATen's: the inputs' dtypes)."""
+    """Recompute the score tiles; returns dq, dk, dv in float32 (ATen's: the inputs' dtypes)."""
     if aten_cpu.covers(q, k, opts, return_probs=False):
         return aten_cpu.backward(dout, q, k, v, out, lse, opts)
     B, Sq, H, D = q.shape
     Sk, Hk = k.shape[1], k.shape[2]
-    p_drop, scale, cap = opts["dropout_p"], opts["softmax_scale"], opts["softcap"]
-    q_rows = _to_rows(q, Hk)
-    do_rows = _to_rows(dout, Hk)
-    k_all, v_all = _kv_heads(k), _kv_heads(v)
-    rows = q_rows.shape[2]
-    lse_rows = _safe(lse.float().reshape(B, Hk, rows, 1))
-    delta = (do_rows * _to_rows(out, Hk)).sum(-1, keepdim=True)  # rowsum(dO * O)
-    scores = _Scores(q_rows, Sq, Sk, Hk, scale, opts["window_left"], opts["window_right"],
-                     cap, opts["alibi_slopes"])
+    G = H // Hk
+    q5, do5, k_all, v_all = _groups(q, Hk), _groups(dout, Hk), _kv_heads(k), _kv_heads(v)
+    delta5 = (do5 * _groups(out, Hk)).sum(-1, keepdim=True)  # rowsum(dO * O)
+    lse5 = _safe(lse.float().reshape(B, Hk, G, Sq, 1))
+    dq = torch.zeros_like(q5)
+    dk, dv = torch.zeros_like(k_all), torch.zeros((B, Hk, Sk, v.shape[-1]), device=q.device)
+    block, chunk = tiling(B * H, Sq, Sk)
+    for queries in _blocks(Sq, block):
+        scores = _scores(_block_rows(q5, queries), queries, Sq, Sk, opts)
+        rows = (_block_rows(x, queries) for x in (do5, lse5, delta5))
+        dq_rows = _backward_block(scores, *rows, k_all, v_all, dk, dv, opts, chunk,
+                                  (seed, item))
+        dq[:, :, :, queries] = _unstack(dq_rows, G)
+    return dq.reshape(B, H, Sq, D).permute(0, 2, 1, 3), dk.permute(0, 2, 1, 3), \
+        dv.permute(0, 2, 1, 3)
+
+
+def _backward_block(scores, do_rows, lse_rows, delta, k_all, v_all, dk, dv, opts, chunk,
+                    rng):
+    """One query block's dq; adds its share into dk and dv (fixed order: deterministic)."""
+    p_drop, scale = opts["dropout_p"], opts["softmax_scale"]
+    q_rows = scores.q_rows
     dq = torch.zeros_like(q_rows)
-    dk = torch.empty_like(k_all)
-    dv = torch.empty((B, Hk, Sk, v.shape[-1]), device=q.device)
-    chunk = key_chunk(B * Hk, rows, Sk)
-    for start in range(0, Sk, chunk):
-        stop = min(start + chunk, Sk)
+    for start, stop in scores.chunks(chunk):
         s, t, masked = scores.tile(k_all[:, :, start:stop], start)
         p = _exp(s - lse_rows, masked)  # (B, Hk, rows, C)
         dp = torch.matmul(do_rows, v_all[:, :, start:stop].transpose(-1, -2))
         if p_drop > 0:
-            keep = _keep_mask(seed, item, start, p.shape, p_drop, q.device) / (1.0 - p_drop)
+            keep = _tile_keep(rng, scores, start, p.shape, p_drop) / (1.0 - p_drop)
             pd, dp = p * keep, dp * keep
         else:
             pd = p
-        dv[:, :, start:stop] = torch.matmul(pd.transpose(-1, -2), do_rows)
+        dv[:, :, start:stop] += torch.matmul(pd.transpose(-1, -2), do_rows)
         ds = p * (dp - delta)
         if t is not None:
             ds = ds * (1.0 - t * t)  # d/ds of cap * tanh(s / cap)
         dq += torch.matmul(ds, k_all[:, :, start:stop]) * scale
-        dk[:, :, start:stop] = torch.matmul(ds.transpose(-1, -2), q_rows) * scale
-    return _from_rows(dq, Sq), dk.permute(0, 2, 1, 3), dv.permute(0, 2, 1, 3)
+        dk[:, :, start:stop] += torch.matmul(ds.transpose(-1, -2), q_rows) * scale
+    return dq
 
 
 # ----------------------------------------------------------------------------- launchers
