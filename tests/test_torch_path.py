@@ -267,3 +267,16 @@ def test_aten_path_fp8_matches_dequantised_chunked_path(monkeypatch):
                                               k_descale=descales[1], v_descale=descales[2]))
     assert outs[0].dtype == torch.bfloat16
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=1e-2)
+
+
+@pytest.mark.parametrize("options", [dict(dropout_p=0.2, causal=True),
+                                     dict(dropout_p=0.1, window_size=(50, 20), softcap=4.0)],
+                         ids=str)
+def test_several_query_blocks_skipped_chunks_and_dropout(options):
+    """Tiles on a grid of query blocks x key chunks, some outside the mask: the backward
+    must see the masks the forward drew, tile by tile."""
+    from flashtile import torch_path
+    q, k, v = _inputs(2, 600, 350, 6, 2, 32, seed=31)
+    block, chunk = torch_path.tiling(2 * 6, 600, 350)
+    assert 600 // block >= 3 and 350 // chunk >= 2
+    check_case(_dense(**options), q, k, v, dtype=torch.float32, **options)
