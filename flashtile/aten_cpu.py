@@ -80,16 +80,16 @@ def _forward(q, k, v, opts):
     Sk, groups = k.shape[1], H // k.shape[2]
     qh, kh, vh = q.transpose(1, 2), _heads(k, groups), _heads(v, groups)
     scale, causal = opts["softmax_scale"], opts["window_right"] == 0
+    parts = _parts(Sq, Sk, causal)
     outs, lses = [], []
-    for rows, keys, part_causal in _parts(Sq, Sk, causal):
+    for rows, keys, part_causal in parts:
         out, lse = _KERNEL(qh[:, :, rows], kh[:, :, keys], vh[:, :, keys], 0.0, part_causal,
                            scale=scale)
         outs.append(out.transpose(1, 2))
         lses.append(lse.float())
     if len(outs) == 2:
-        out, lse = merge_attention_states(outs, lses, out_dtype=q.dtype)
-        return out, lse
-    rows = _parts(Sq, Sk, causal)[0][0]
+        return merge_attention_states(outs, lses, out_dtype=q.dtype)
+    rows = parts[0][0]
     if rows.start == 0:
         return outs[0], lses[0]
     out = q.new_zeros(B, Sq, H, v.shape[-1])
