@@ -71,8 +71,7 @@ def tiling(heads: int, seqlen_q: int, seqlen_k: int) -> tuple[int, int]:
     per_row = max(1, _TILE_ELEMENTS // (heads * _TILE_KEYS))
     block = max(1, min(seqlen_q, per_row))
     chunk = _TILE_ELEMENTS // max(1, heads * block)
-    chunk = max(16, min(chunk, max(seqlen_k, 1))) // 16 * 16
-    return block, max(chunk, 16)
+    return block, max(16, min(chunk, max(seqlen_k, 1))) // 16 * 16
 
 
 # ----------------------------------------------------------------------------- scores
@@ -144,13 +143,14 @@ def _blocks(seqlen_q: int, block: int):
         yield slice(start, min(start + block, seqlen_q))
 
 
-def _keep_mask(seed: int, item: int, corner: tuple[int, int], shape, p: float,
-               device) -> torch.Tensor:
-    """Dropout keep-mask of one tile, reproducible from (seed, item, its corner)."""
-    gen = torch.Generator(device=device)
-    row, col = corner
+def _keep_mask(rng, scores, start: int, shape, p: float) -> torch.Tensor:
+    """Dropout keep-mask of one tile, reproducible from (seed, item) = `rng` and the
+    tile's corner (the block's first query, the chunk's first key)."""
+    seed, item = rng
+    gen = torch.Generator(device=scores.q_rows.device)
+    row, col = scores.first_query, start
     gen.manual_seed((seed * 1_000_003 + item * 10_007 + row * 1_000_033 + col) % (1 << 63))
-    return torch.rand(shape, generator=gen, device=device) >= p
+    return torch.rand(shape, generator=gen, device=scores.q_rows.device) >= p
 
 
 def _exp(x: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
@@ -182,20 +182,20 @@ def _forward_item(q, k, v, opts, seed, item, return_probs, descales=None):
         return out, lse, None
     B, Sq, H, _ = q.shape
     Sk, Hk = k.shape[1], k.shape[2]
+    G = H // Hk
     q5, k_all, v_all = _groups(q, Hk), _kv_heads(k), _kv_heads(v)
-    out = torch.zeros((B, Hk, H // Hk, Sq, v.shape[-1]), device=q.device)
-    lse = torch.full((B, Hk, H // Hk, Sq), float("-inf"), device=q.device)
-    probs = (torch.zeros((B, Hk, H // Hk, Sq, Sk), device=q.device) if return_probs
-             else None)
+    out = torch.zeros((B, Hk, G, Sq, v.shape[-1]), device=q.device)
+    lse = torch.full((B, Hk, G, Sq), float("-inf"), device=q.device)
+    probs = torch.zeros((B, Hk, G, Sq, Sk), device=q.device) if return_probs else None
     block, chunk = tiling(B * H, Sq, Sk)
     for queries in _blocks(Sq, block):
         scores = _scores(_block_rows(q5, queries), queries, Sq, Sk, opts)
         o, l = _forward_block(scores, k_all, v_all, opts["dropout_p"], chunk, (seed, item))
-        out[:, :, :, queries] = _unstack(o, q5.shape[2])
-        lse[:, :, :, queries] = _unstack(l.squeeze(-1), q5.shape[2])
+        out[:, :, :, queries] = _unstack(o, G)
+        lse[:, :, :, queries] = _unstack(l.squeeze(-1), G)
         if return_probs:
             p = _probs_block(scores, k_all, l, opts["dropout_p"], chunk, (seed, item))
-            probs[:, :, :, queries] = _unstack(p, q5.shape[2])
+            probs[:, :, :, queries] = _unstack(p, G)
     return (out.reshape(B, H, Sq, -1).permute(0, 2, 1, 3), lse.reshape(B, H, Sq),
             None if probs is None else probs.reshape(B, H, Sq, Sk))
 
@@ -215,18 +215,12 @@ def _forward_block(scores, k_all, v_all, p_drop, chunk, rng):
         alpha = torch.exp(m - _safe(m_new))
         l = l * alpha + p.sum(-1, keepdim=True)
         if p_drop > 0:
-            p = p * _tile_keep(rng, scores, start, p.shape, p_drop) / (1.0 - p_drop)
+            p = p * _keep_mask(rng, scores, start, p.shape, p_drop) / (1.0 - p_drop)
         acc = acc * alpha + torch.matmul(p, v_all[:, :, start:stop])
         m = m_new
     empty = l == 0
     out = torch.where(empty, 0.0, acc / torch.where(empty, 1.0, l))
     return out, torch.where(empty, float("-inf"), _safe(m) + torch.log(l))
-
-
-def _tile_keep(rng, scores, start, shape, p_drop):
-    seed, item = rng
-    return _keep_mask(seed, item, (scores.first_query, start), shape, p_drop,
-                      scores.q_rows.device)
 
 
 def _dequantised(q, k, v, descales):
@@ -247,7 +241,7 @@ def _probs_block(scores, k_all, lse, p_drop, chunk, rng):
         s, _, masked = scores.tile(k_all[:, :, start:stop], start)
         p = _exp(s - _safe(lse), masked)
         if p_drop > 0:
-            p = torch.where(_tile_keep(rng, scores, start, p.shape, p_drop), p, -p)
+            p = torch.where(_keep_mask(rng, scores, start, p.shape, p_drop), p, -p)
         out[..., start:stop] = p
     return out
 
@@ -289,7 +283,7 @@ def _backward_block(scores, do_rows, lse_rows, delta, k_all, v_all, dk, dv, opts
         p = _exp(s - lse_rows, masked)  # (B, Hk, rows, C)
         dp = torch.matmul(do_rows, v_all[:, :, start:stop].transpose(-1, -2))
         if p_drop > 0:
-            keep = _tile_keep(rng, scores, start, p.shape, p_drop) / (1.0 - p_drop)
+            keep = _keep_mask(rng, scores, start, p.shape, p_drop) / (1.0 - p_drop)
             pd, dp = p * keep, dp * keep
         else:
             pd = p
