@@ -121,6 +121,7 @@ def test_other_head_dims_take_the_triton_kernels(launches, d):
     assert launches[0] == 0
 
 
+@pytest.mark.bigmem
 @pytest.mark.parametrize("gluon", [True, False], ids=["gluon", "triton"])
 def test_batch_heads_past_the_grid_limit(launches, monkeypatch, gluon):
     """4100 x 16 = 65600 (batch, head) programs: more than CUDA's 65535 on one grid axis
