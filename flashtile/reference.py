@@ -135,6 +135,7 @@ def attention_ref(
     q_descale: torch.Tensor | None = None,
     k_descale: torch.Tensor | None = None,
     v_descale: torch.Tensor | None = None,
+    attn_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention with every flashtile option, computed the obvious way.
 
@@ -151,6 +152,8 @@ def attention_ref(
         q_descale, k_descale, v_descale: None or (B, Hk) factors multiplying the
             (upcast) inputs first, q's by the KV head of its group: FP8 inputs
             are dequantised this way, exactly, in float64.
+        attn_mask: None or a bool tensor broadcastable to (B, H, Sq, Sk), True =
+            may attend, applied on top of every other mask.
 
     Returns:
         out (B, Sq, H, D) (float64 when upcast, else q's dtype) and the
@@ -167,6 +170,8 @@ def attention_ref(
         key_leftpad=key_leftpad, softmax_scale=softmax_scale, causal=causal,
         window_size=window_size, softcap=softcap, alibi_slopes=alibi_slopes,
     )
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
     lse = torch.logsumexp(scores, dim=-1)  # (B, H, Sq), -inf on fully masked rows
     probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # NaN rows -> 0
     if dropout_mask is not None:

@@ -77,7 +77,7 @@ def _atol(dtype):
 
 def run_fwd(q, k, v, *, causal=False, window=(-1, -1), softcap=0.0, alibi=None, dropout_p=0.0,
             seed=None, return_probs=False, precision="tf32", cu_q=None, cu_k=None,
-            max_q=None, max_k=None):
+            max_q=None, max_k=None, attn_mask=None):
     wl, wr = window
     if causal:
         wr = 0
@@ -87,12 +87,12 @@ def run_fwd(q, k, v, *, causal=False, window=(-1, -1), softcap=0.0, alibi=None, 
         max_seqlen_q=q.shape[1] if dense else max_q, max_seqlen_k=k.shape[1] if dense else max_k,
         softmax_scale=q.shape[-1] ** -0.5, window_left=wl, window_right=wr, softcap=softcap,
         alibi_slopes=alibi, dropout_p=dropout_p, seed=seed, return_probs=return_probs,
-        fp32_precision=precision)
+        fp32_precision=precision, attn_mask=attn_mask)
 
 
 def run_bwd(dout, q, k, v, out, lse, *, causal=False, window=(-1, -1), softcap=0.0, alibi=None,
             dropout_p=0.0, seed=None, precision="tf32", cu_q=None, cu_k=None, max_q=None,
-            max_k=None):
+            max_k=None, attn_mask=None):
     wl, wr = window
     if causal:
         wr = 0
@@ -102,7 +102,7 @@ def run_bwd(dout, q, k, v, out, lse, *, causal=False, window=(-1, -1), softcap=0
         max_seqlen_q=q.shape[1] if dense else max_q, max_seqlen_k=k.shape[1] if dense else max_k,
         softmax_scale=q.shape[-1] ** -0.5, window_left=wl, window_right=wr, softcap=softcap,
         alibi_slopes=alibi, dropout_p=dropout_p, seed=seed, deterministic=True,
-        fp32_precision=precision)
+        fp32_precision=precision, attn_mask=attn_mask)
 
 
 def ref_and_baseline(q, k, v, dout, precision="tf32", **opts):
@@ -674,3 +674,31 @@ def test_public_api_routes_to_triton(monkeypatch):
 
     check_case(run, q, k, v, dtype=torch.float16, causal=True, softcap=5.0)
     assert calls, "the Triton launcher was not called"
+
+
+# ----------------------------------------------------------------------------
+# attn_mask (kernel level; the public API does not take it yet)
+# ----------------------------------------------------------------------------
+
+def _random_mask(B, H, Sq, Sk, broadcast_heads, seed=1):
+    """A random bool mask with a fully hidden query row and a fully hidden key tile
+    (keys 16..47, so some kernels' tiles are skipped), broadcast over heads or not."""
+    gen = torch.Generator().manual_seed(seed)
+    m = torch.rand(B, 1 if broadcast_heads else H, Sq, Sk, generator=gen) > 0.4
+    m[0, :, 3] = False
+    m[:, :, :, 16:48] = False
+    return m.to(DEVICE).expand(B, H, Sq, Sk)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("causal,broadcast_heads", [(False, True), (True, False)])
+def test_attn_mask_forward_backward(dtype, causal, broadcast_heads):
+    B, Sq, Sk, H, Hk, D = 2, 45, 77, 4, 2, 40
+    q, k, v, dout = make_qkv(B, Sq, Sk, H, Hk, D, dtype, seed=7)
+    mask = _random_mask(B, H, Sq, Sk, broadcast_heads)
+    out, lse, _ = run_fwd(q, k, v, causal=causal, attn_mask=mask)
+    grads = run_bwd(dout, q, k, v, out, lse, causal=causal, attn_mask=mask)
+    check_all(q, k, v, dout, out, lse, grads, causal=causal, attn_mask=mask)
+    assert out[0, 3].abs().max().item() == 0.0  # the hidden row: 0, LSE -inf
+    assert torch.isinf(lse[0, :, 3]).all()
+    assert all(g.isfinite().all() for g in grads)

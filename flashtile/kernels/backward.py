@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 from . import backward_hopper
-from .common import (LOAD_DESC, LOAD_PTR64, LOG2E, band_bounds, batch_head, descriptor_ok,
+from .common import (LOAD_DESC, LOAD_PTR64, LOG2E, allowed_tile, any_allowed, band_bounds, batch_head, descriptor_ok,
                      descriptors_pay, dot_precision, dropout_keep, head_scalars, launch_scalars,
                      load_block, make_descriptor, pointer_mode, probs_tile, query_block,
                      seq_strides, store_tile)
@@ -104,12 +104,13 @@ def _add_dq(DQAcc, dq, acc_row0, m, rows, offs_d, h, num_heads, seqlen_q,
 def _dkdv_inner(dk, dv, k, v, cols, q_src, do_src, stride_qs, stride_ds, b, h, Lse, Delta,
                 lse_off, DQAcc, acc_row0, num_heads, m_start, m_stop, seqlen_q, seqlen_k,
                 window_left, window_right, score_mul, cap_mul, alibi_mul, seed, bh, max_seqlen_k,
-                dropout_p,
+                dropout_p, mask_base, stride_mq, stride_mk,
                 HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
                 MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
                 HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr, LOADS: tl.constexpr,
-                DQ_MODE: tl.constexpr):
-    """Add the query tiles [m_start, m_stop) of one head to dK, dV (transposed tiles).
+                DQ_MODE: tl.constexpr, HAS_MASK: tl.constexpr):
+    """Add the query tiles [m_start, m_stop) of one head to dK, dV (transposed tiles);
+    with HAS_MASK, tiles the caller's attn_mask hides entirely are skipped.
 
     DQ_MODE > 0: also add dS K of each tile into the fp32 dQ accumulator, an
     (rows, H, BLOCK_D) buffer whose row acc_row0 + i is query i of this item, with
@@ -118,54 +119,84 @@ def _dkdv_inner(dk, dv, k, v, cols, q_src, do_src, stride_qs, stride_ds, b, h, L
     order that varies from run to run.
     """
     offs_m = tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
     for m in range(m_start, m_stop, BLOCK_M):
         rows = m + offs_m  # [BLOCK_M] query indices
-        # 1. load Q, dO tiles and the row statistics                  # [BLOCK_M, BLOCK_D]
-        q = load_block(q_src, stride_qs, b, h, m, rows, offs_d, seqlen_q, HEAD_DIM, MASKED,
-                       LOADS, BLOCK_M, BLOCK_D)
-        do = load_block(do_src, stride_ds, b, h, m, rows, offs_d, seqlen_q, HEAD_DIM, MASKED,
-                        LOADS, BLOCK_M, BLOCK_D)
-        lse2, delta = _load_row_stats(Lse, Delta, lse_off, rows, seqlen_q)
-        # 2. recompute P^T from the scores and the stored LSE          # [BLOCK_N, BLOCK_M]
-        qk_t = tl.dot(k, tl.trans(q), input_precision=PRECISION)
-        p_t, t_t = probs_tile(qk_t, rows[None, :], cols[:, None], lse2[None, :], seqlen_q,
-                              seqlen_k, window_left, window_right, score_mul, cap_mul,
-                              alibi_mul, HAS_SOFTCAP, HAS_ALIBI, MASKED)
-        # 3. dV += (dropped, rescaled P)^T dO; dP^T = V dO^T
-        dp_t = tl.dot(v, tl.trans(do), input_precision=PRECISION)  # [BLOCK_N, BLOCK_M]
-        if HAS_DROPOUT:
-            keep = dropout_keep(seed, bh, rows[None, :], cols[:, None], max_seqlen_k, dropout_p)
-            inv_keep = 1.0 / (1.0 - dropout_p)
-            pd_t = tl.where(keep, p_t * inv_keep, 0.0)
-            dp_t = tl.where(keep, dp_t * inv_keep, 0.0)
-        else:
-            pd_t = p_t
-        dv = tl.dot(pd_t.to(do.dtype), do, dv, input_precision=PRECISION)
-        # 4. dS^T = P^T (dP^T - Delta), through the softcap's tanh; dK += dS^T Q
-        ds_t = p_t * (dp_t - delta[None, :])
-        if HAS_SOFTCAP:
-            ds_t = ds_t * (1.0 - t_t * t_t)
-        dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=PRECISION)
-        if DQ_MODE > 0:
-            dq = tl.dot(tl.trans(ds_t.to(k.dtype)), k, input_precision=PRECISION)
-            _add_dq(DQAcc, dq, acc_row0, m, rows, offs_d, h, num_heads, seqlen_q, DQ_MODE,
-                    BLOCK_M, BLOCK_D)
+        if HAS_MASK:
+            allowed_t = allowed_tile(mask_base, stride_mq, stride_mk, rows[None, :],
+                                     cols[:, None], seqlen_q, seqlen_k)  # [BLOCK_N, BLOCK_M]
+            if any_allowed(allowed_t):
+                dk, dv = _dkdv_tile(
+                    dk, dv, k, v, cols, q_src, do_src, stride_qs, stride_ds, b, h, Lse, Delta,
+                    lse_off, DQAcc, acc_row0, num_heads, m, rows, seqlen_q, seqlen_k,
+                    window_left, window_right, score_mul, cap_mul, alibi_mul, seed, bh,
+                    max_seqlen_k, dropout_p, allowed_t, HEAD_DIM, BLOCK_M, BLOCK_D, MASKED,
+                    HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS, DQ_MODE, HAS_MASK)
+        else:  # (`rows` stands in for the absent mask tile, never read)
+            dk, dv = _dkdv_tile(
+                dk, dv, k, v, cols, q_src, do_src, stride_qs, stride_ds, b, h, Lse, Delta,
+                lse_off, DQAcc, acc_row0, num_heads, m, rows, seqlen_q, seqlen_k,
+                window_left, window_right, score_mul, cap_mul, alibi_mul, seed, bh,
+                max_seqlen_k, dropout_p, rows, HEAD_DIM, BLOCK_M, BLOCK_D, MASKED,
+                HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS, DQ_MODE, HAS_MASK)
     return dk, dv
 
 
 @triton.jit
-def _bwd_dkdv_kernel(Q, K, V, DOut, Lse, Delta, DK, DV, DQAcc, CuSeqQ, CuSeqK, Alibi, Seed,
+def _dkdv_tile(dk, dv, k, v, cols, q_src, do_src, stride_qs, stride_ds, b, h, Lse, Delta,
+               lse_off, DQAcc, acc_row0, num_heads, m, rows, seqlen_q, seqlen_k,
+               window_left, window_right, score_mul, cap_mul, alibi_mul, seed, bh, max_seqlen_k,
+               dropout_p, allowed_t,
+               HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+               MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
+               HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr, LOADS: tl.constexpr,
+               DQ_MODE: tl.constexpr, HAS_MASK: tl.constexpr):
+    """One query tile (queries `rows`, starting at m) added to dK, dV (and dQ)."""
+    offs_d = tl.arange(0, BLOCK_D)
+    # 1. load Q, dO tiles and the row statistics                      # [BLOCK_M, BLOCK_D]
+    q = load_block(q_src, stride_qs, b, h, m, rows, offs_d, seqlen_q, HEAD_DIM, MASKED,
+                   LOADS, BLOCK_M, BLOCK_D)
+    do = load_block(do_src, stride_ds, b, h, m, rows, offs_d, seqlen_q, HEAD_DIM, MASKED,
+                    LOADS, BLOCK_M, BLOCK_D)
+    lse2, delta = _load_row_stats(Lse, Delta, lse_off, rows, seqlen_q)
+    # 2. recompute P^T from the scores and the stored LSE              # [BLOCK_N, BLOCK_M]
+    qk_t = tl.dot(k, tl.trans(q), input_precision=PRECISION)
+    p_t, t_t = probs_tile(qk_t, rows[None, :], cols[:, None], lse2[None, :], seqlen_q,
+                          seqlen_k, window_left, window_right, score_mul, cap_mul,
+                          alibi_mul, allowed_t, HAS_SOFTCAP, HAS_ALIBI, MASKED, HAS_MASK)
+    # 3. dV += (dropped, rescaled P)^T dO; dP^T = V dO^T
+    dp_t = tl.dot(v, tl.trans(do), input_precision=PRECISION)  # [BLOCK_N, BLOCK_M]
+    if HAS_DROPOUT:
+        keep = dropout_keep(seed, bh, rows[None, :], cols[:, None], max_seqlen_k, dropout_p)
+        inv_keep = 1.0 / (1.0 - dropout_p)
+        pd_t = tl.where(keep, p_t * inv_keep, 0.0)
+        dp_t = tl.where(keep, dp_t * inv_keep, 0.0)
+    else:
+        pd_t = p_t
+    dv = tl.dot(pd_t.to(do.dtype), do, dv, input_precision=PRECISION)
+    # 4. dS^T = P^T (dP^T - Delta), through the softcap's tanh; dK += dS^T Q
+    ds_t = p_t * (dp_t - delta[None, :])
+    if HAS_SOFTCAP:
+        ds_t = ds_t * (1.0 - t_t * t_t)
+    dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=PRECISION)
+    if DQ_MODE > 0:
+        dq = tl.dot(tl.trans(ds_t.to(k.dtype)), k, input_precision=PRECISION)
+        _add_dq(DQAcc, dq, acc_row0, m, rows, offs_d, h, num_heads, seqlen_q, DQ_MODE,
+                BLOCK_M, BLOCK_D)
+    return dk, dv
+
+
+@triton.jit
+def _bwd_dkdv_kernel(Q, K, V, DOut, Lse, Delta, DK, DV, DQAcc, CuSeqQ, CuSeqK, Alibi, Seed, Mask,
                      stride_qb, stride_qs, stride_qh, stride_kb, stride_ks, stride_kh,
                      stride_vb, stride_vs, stride_vh, stride_db, stride_ds, stride_dh,
                      stride_dkb, stride_dks, stride_dkh, stride_dvb, stride_dvs, stride_dvh,
                      stride_lb, stride_lh, stride_ab, stride_ah,
-                     num_heads, kv_heads, kv_group, seqlen_q, seqlen_k, max_seqlen_k,
+                     stride_mb, stride_mh, stride_mq, stride_mk, num_heads, kv_heads, kv_group, seqlen_q, seqlen_k, max_seqlen_k,
                      window_left, window_right, score_mul, cap_mul, grad_scale, dropout_p,
                      HEAD_DIM: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
                      HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                     LOADS: tl.constexpr, DQ_MODE: tl.constexpr):
+                     LOADS: tl.constexpr, DQ_MODE: tl.constexpr, HAS_MASK: tl.constexpr):
     """Q, K, V, DOut are pointers, or (B, S, H, D) tensor descriptors when
     LOADS == LOAD_DESC."""
     pid_n = tl.program_id(0)
@@ -211,6 +242,7 @@ def _bwd_dkdv_kernel(Q, K, V, DOut, Lse, Delta, DK, DV, DQAcc, CuSeqQ, CuSeqK, A
             q_src = Q + b64 * stride_qb + q_start * stride_qs + h.to(tl.int64) * stride_qh
             do_src = DOut + b64 * stride_db + q_start * stride_ds + h.to(tl.int64) * stride_dh
         lse_off = b64 * stride_lb + h * stride_lh + q_start
+        mask_base = Mask + b64 * stride_mb + h.to(tl.int64) * stride_mh
         alibi_mul = 0.0
         if HAS_ALIBI:
             alibi_mul = tl.load(Alibi + b * stride_ab + h * stride_ah) * LOG2E
@@ -218,20 +250,23 @@ def _bwd_dkdv_kernel(Q, K, V, DOut, Lse, Delta, DK, DV, DQAcc, CuSeqQ, CuSeqK, A
             dk, dv, k, v, cols, q_src, do_src, stride_qs, stride_ds, b, h, Lse, Delta, lse_off,
             DQAcc, acc_row0, num_heads,
             m_begin, m_full_lo, sq, sk, window_left, window_right, score_mul, cap_mul,
-            alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_M, BLOCK_D, True,
-            HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS, DQ_MODE)
+            alibi_mul, seed, bh, max_seqlen_k, dropout_p, mask_base, stride_mq, stride_mk,
+            HEAD_DIM, BLOCK_M, BLOCK_D, True, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION,
+            LOADS, DQ_MODE, HAS_MASK)
         dk, dv = _dkdv_inner(
             dk, dv, k, v, cols, q_src, do_src, stride_qs, stride_ds, b, h, Lse, Delta, lse_off,
             DQAcc, acc_row0, num_heads,
             m_full_lo, m_full_hi, sq, sk, window_left, window_right, score_mul, cap_mul,
-            alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_M, BLOCK_D, False,
-            HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS, DQ_MODE)
+            alibi_mul, seed, bh, max_seqlen_k, dropout_p, mask_base, stride_mq, stride_mk,
+            HEAD_DIM, BLOCK_M, BLOCK_D, False, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION,
+            LOADS, DQ_MODE, HAS_MASK)
         dk, dv = _dkdv_inner(
             dk, dv, k, v, cols, q_src, do_src, stride_qs, stride_ds, b, h, Lse, Delta, lse_off,
             DQAcc, acc_row0, num_heads,
             m_full_hi, m_end, sq, sk, window_left, window_right, score_mul, cap_mul,
-            alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_M, BLOCK_D, True,
-            HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS, DQ_MODE)
+            alibi_mul, seed, bh, max_seqlen_k, dropout_p, mask_base, stride_mq, stride_mk,
+            HEAD_DIM, BLOCK_M, BLOCK_D, True, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION,
+            LOADS, DQ_MODE, HAS_MASK)
 
     # dS was taken w.r.t. the scaled score: the softmax scale is applied once here.
     dk = dk * grad_scale
@@ -248,49 +283,78 @@ _dkdv_launch = CachedKernel(_bwd_dkdv_kernel)
 @triton.jit
 def _dq_inner(dq, q, do, lse2, delta, rows, k_src, v_src, stride_ks, stride_vs, b, hk,
               n_start, n_stop, seqlen_q, seqlen_k, window_left, window_right,
-              score_mul, cap_mul, alibi_mul, seed, bh, max_seqlen_k, dropout_p,
+              score_mul, cap_mul, alibi_mul, seed, bh, max_seqlen_k, dropout_p, mask_base,
+              stride_mq, stride_mk,
               HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
               MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
-              HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr, LOADS: tl.constexpr):
-    """Add the key tiles [n_start, n_stop) to dQ."""
+              HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr, LOADS: tl.constexpr,
+              HAS_MASK: tl.constexpr):
+    """Add the key tiles [n_start, n_stop) to dQ (with HAS_MASK, tiles the caller's
+    attn_mask hides entirely are skipped)."""
     offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
     for n in range(n_start, n_stop, BLOCK_N):
         cols = n + offs_n  # [BLOCK_N] key indices
-        # 1. load the K and V tiles                                   # [BLOCK_N, BLOCK_D]
-        k = load_block(k_src, stride_ks, b, hk, n, cols, offs_d, seqlen_k, HEAD_DIM, MASKED,
-                       LOADS, BLOCK_N, BLOCK_D)
-        v = load_block(v_src, stride_vs, b, hk, n, cols, offs_d, seqlen_k, HEAD_DIM, MASKED,
-                       LOADS, BLOCK_N, BLOCK_D)
-        # 2. recompute P from the scores and the stored LSE            # [BLOCK_M, BLOCK_N]
-        qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)
-        p, t = probs_tile(qk, rows[:, None], cols[None, :], lse2[:, None], seqlen_q, seqlen_k,
-                          window_left, window_right, score_mul, cap_mul, alibi_mul,
-                          HAS_SOFTCAP, HAS_ALIBI, MASKED)
-        # 3. dP = dO V^T, through the same dropout mask as the forward
-        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)  # [BLOCK_M, BLOCK_N]
-        if HAS_DROPOUT:
-            keep = dropout_keep(seed, bh, rows[:, None], cols[None, :], max_seqlen_k, dropout_p)
-            dp = tl.where(keep, dp * (1.0 / (1.0 - dropout_p)), 0.0)
-        # 4. dS = P (dP - Delta), through the softcap's tanh; dQ += dS K
-        ds = p * (dp - delta[:, None])
-        if HAS_SOFTCAP:
-            ds = ds * (1.0 - t * t)
-        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=PRECISION)  # [BLOCK_M, BLOCK_D]
+        if HAS_MASK:
+            allowed = allowed_tile(mask_base, stride_mq, stride_mk, rows[:, None], cols[None, :],
+                                   seqlen_q, seqlen_k)
+            if any_allowed(allowed):
+                dq = _dq_tile(dq, q, do, lse2, delta, rows, k_src, v_src, stride_ks, stride_vs,
+                              b, hk, n, cols, seqlen_q, seqlen_k, window_left, window_right,
+                              score_mul, cap_mul, alibi_mul, seed, bh, max_seqlen_k, dropout_p,
+                              allowed, HEAD_DIM, BLOCK_N, BLOCK_D, MASKED, HAS_SOFTCAP,
+                              HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS, HAS_MASK)
+        else:  # (`cols` stands in for the absent mask tile, never read)
+            dq = _dq_tile(dq, q, do, lse2, delta, rows, k_src, v_src, stride_ks, stride_vs,
+                          b, hk, n, cols, seqlen_q, seqlen_k, window_left, window_right,
+                          score_mul, cap_mul, alibi_mul, seed, bh, max_seqlen_k, dropout_p,
+                          cols, HEAD_DIM, BLOCK_N, BLOCK_D, MASKED, HAS_SOFTCAP,
+                          HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS, HAS_MASK)
     return dq
 
 
 @triton.jit
-def _bwd_dq_kernel(Q, K, V, DOut, Lse, Delta, DQ, CuSeqQ, CuSeqK, Alibi, Seed,
+def _dq_tile(dq, q, do, lse2, delta, rows, k_src, v_src, stride_ks, stride_vs, b, hk, n, cols,
+             seqlen_q, seqlen_k, window_left, window_right, score_mul, cap_mul, alibi_mul,
+             seed, bh, max_seqlen_k, dropout_p, allowed,
+             HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+             MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
+             HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr, LOADS: tl.constexpr,
+             HAS_MASK: tl.constexpr):
+    """One key tile (keys `cols`, starting at n) added to dQ."""
+    offs_d = tl.arange(0, BLOCK_D)
+    # 1. load the K and V tiles                                       # [BLOCK_N, BLOCK_D]
+    k = load_block(k_src, stride_ks, b, hk, n, cols, offs_d, seqlen_k, HEAD_DIM, MASKED,
+                   LOADS, BLOCK_N, BLOCK_D)
+    v = load_block(v_src, stride_vs, b, hk, n, cols, offs_d, seqlen_k, HEAD_DIM, MASKED,
+                   LOADS, BLOCK_N, BLOCK_D)
+    # 2. recompute P from the scores and the stored LSE                # [BLOCK_M, BLOCK_N]
+    qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)
+    p, t = probs_tile(qk, rows[:, None], cols[None, :], lse2[:, None], seqlen_q, seqlen_k,
+                      window_left, window_right, score_mul, cap_mul, alibi_mul, allowed,
+                      HAS_SOFTCAP, HAS_ALIBI, MASKED, HAS_MASK)
+    # 3. dP = dO V^T, through the same dropout mask as the forward
+    dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)  # [BLOCK_M, BLOCK_N]
+    if HAS_DROPOUT:
+        keep = dropout_keep(seed, bh, rows[:, None], cols[None, :], max_seqlen_k, dropout_p)
+        dp = tl.where(keep, dp * (1.0 / (1.0 - dropout_p)), 0.0)
+    # 4. dS = P (dP - Delta), through the softcap's tanh; dQ += dS K
+    ds = p * (dp - delta[:, None])
+    if HAS_SOFTCAP:
+        ds = ds * (1.0 - t * t)
+    return tl.dot(ds.to(k.dtype), k, dq, input_precision=PRECISION)  # [BLOCK_M, BLOCK_D]
+
+
+@triton.jit
+def _bwd_dq_kernel(Q, K, V, DOut, Lse, Delta, DQ, CuSeqQ, CuSeqK, Alibi, Seed, Mask,
                    stride_qb, stride_qs, stride_qh, stride_kb, stride_ks, stride_kh,
                    stride_vb, stride_vs, stride_vh, stride_db, stride_ds, stride_dh,
                    stride_dqb, stride_dqs, stride_dqh, stride_lb, stride_lh, stride_ab, stride_ah,
-                   num_heads, kv_group, seqlen_q, seqlen_k, max_seqlen_k,
+                   stride_mb, stride_mh, stride_mq, stride_mk, num_heads, kv_group, seqlen_q, seqlen_k, max_seqlen_k,
                    window_left, window_right, score_mul, cap_mul, grad_scale, dropout_p,
                    HEAD_DIM: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
                    HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                   LOADS: tl.constexpr, LONGEST_FIRST: tl.constexpr):
+                   LOADS: tl.constexpr, LONGEST_FIRST: tl.constexpr, HAS_MASK: tl.constexpr):
     """Q, K, V, DOut are pointers, or (B, S, H, D) tensor descriptors when
     LOADS == LOAD_DESC."""
     pid_m = query_block(LONGEST_FIRST)
@@ -319,6 +383,7 @@ def _bwd_dq_kernel(Q, K, V, DOut, Lse, Delta, DQ, CuSeqQ, CuSeqK, Alibi, Seed,
     lse2, delta = _load_row_stats(Lse, Delta, b64 * stride_lb + h * stride_lh + q_start, rows, sq)
     alibi_mul, seed = head_scalars(Alibi, stride_ab, stride_ah, b, h, Seed, HAS_ALIBI,
                                    HAS_DROPOUT)
+    mask_base = Mask + b64 * stride_mb + h.to(tl.int64) * stride_mh
 
     # Same key band and tile classes as the forward pass.
     last_row = tl.minimum(m0 + BLOCK_M, sq) - 1
@@ -327,16 +392,19 @@ def _bwd_dq_kernel(Q, K, V, DOut, Lse, Delta, DQ, CuSeqQ, CuSeqK, Alibi, Seed,
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     dq = _dq_inner(dq, q, do, lse2, delta, rows, K, V, stride_ks, stride_vs, b, hk,
                    n_begin, n_full_lo, sq, sk, window_left, window_right, score_mul, cap_mul,
-                   alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D,
-                   True, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS)
+                   alibi_mul, seed, bh, max_seqlen_k, dropout_p, mask_base, stride_mq,
+                   stride_mk, HEAD_DIM, BLOCK_N, BLOCK_D, True, HAS_SOFTCAP, HAS_ALIBI,
+                   HAS_DROPOUT, PRECISION, LOADS, HAS_MASK)
     dq = _dq_inner(dq, q, do, lse2, delta, rows, K, V, stride_ks, stride_vs, b, hk,
                    n_full_lo, n_full_hi, sq, sk, window_left, window_right, score_mul, cap_mul,
-                   alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D,
-                   False, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS)
+                   alibi_mul, seed, bh, max_seqlen_k, dropout_p, mask_base, stride_mq,
+                   stride_mk, HEAD_DIM, BLOCK_N, BLOCK_D, False, HAS_SOFTCAP, HAS_ALIBI,
+                   HAS_DROPOUT, PRECISION, LOADS, HAS_MASK)
     dq = _dq_inner(dq, q, do, lse2, delta, rows, K, V, stride_ks, stride_vs, b, hk,
                    n_full_hi, n_end, sq, sk, window_left, window_right, score_mul, cap_mul,
-                   alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D,
-                   True, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS)
+                   alibi_mul, seed, bh, max_seqlen_k, dropout_p, mask_base, stride_mq,
+                   stride_mk, HEAD_DIM, BLOCK_N, BLOCK_D, True, HAS_SOFTCAP, HAS_ALIBI,
+                   HAS_DROPOUT, PRECISION, LOADS, HAS_MASK)
     dq = dq * grad_scale
     store_tile(DQ + b64 * stride_dqb + q_start * stride_dqs + h.to(tl.int64) * stride_dqh,
                stride_dqs, rows, offs_d, sq, dq, HEAD_DIM, LOADS == LOAD_PTR64)
@@ -417,7 +485,7 @@ class _BackwardPlan(NamedTuple):
 def _plan_backward(q, k, v, dout, dq, dk, dv, lse, alibi_slopes, cfg_kv, cfg_q, dq_mode: int,
                    dense_ok: bool, *, varlen, batch, max_seqlen_q, max_seqlen_k, softmax_scale,
                    window_left, window_right, softcap, dropout_p,
-                   fp32_precision) -> _BackwardPlan:
+                   fp32_precision, mask_strides=None) -> _BackwardPlan:
     """Everything about the Triton backward's dK/dV and dQ launches but their tensors,
     from shapes, strides, dtypes, options and the configs (memoised by
     `attention_backward` on exactly those)."""
@@ -430,7 +498,7 @@ def _plan_backward(q, k, v, dout, dq, dk, dv, lse, alibi_slopes, cfg_kv, cfg_q, 
     common = dict(max_seqlen_k=max_seqlen_k, grad_scale=softmax_scale, dropout_p=dropout_p,
                   HEAD_DIM=head_dim, IS_VARLEN=varlen, HAS_ALIBI=alibi_slopes is not None,
                   HAS_DROPOUT=dropout_p > 0.0, PRECISION=dot_precision(q.dtype, fp32_precision),
-                  BLOCK_D=block_d,
+                  BLOCK_D=block_d, HAS_MASK=mask_strides is not None,
                   **launch_scalars(softmax_scale=softmax_scale, softcap=softcap,
                                    window_left=window_left, window_right=window_right,
                                    max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k))
@@ -451,7 +519,7 @@ def _plan_backward(q, k, v, dout, dq, dk, dv, lse, alibi_slopes, cfg_kv, cfg_q, 
         dkdv = _dkdv_launch.bind(
             (cdiv(max_seqlen_k, cfg_kv.block_n), *batch_head_grid(batch, kv_heads)),
             (*strides_in, *seq_strides(dk, varlen), *seq_strides(dv, varlen), stride_lb,
-             stride_lh, stride_ab, stride_ah, num_heads, kv_heads, num_heads // kv_heads,
+             stride_lh, stride_ab, stride_ah, *(mask_strides or (0, 0, 0, 0)), num_heads, kv_heads, num_heads // kv_heads,
              seqlen_q, seqlen_k),
             dict(BLOCK_M=cfg_kv.block_m, BLOCK_N=cfg_kv.block_n, LOADS=kv_loads,
                  DQ_MODE=dq_mode, num_warps=cfg_kv.num_warps, num_stages=cfg_kv.num_stages,
@@ -460,7 +528,7 @@ def _plan_backward(q, k, v, dout, dq, dk, dv, lse, alibi_slopes, cfg_kv, cfg_q, 
         dq_launch = _dq_launch.bind(
             (cdiv(max_seqlen_q, cfg_q.block_m), *batch_head_grid(batch, num_heads)),
             (*strides_in, *seq_strides(dq, varlen), stride_lb, stride_lh, stride_ab, stride_ah,
-             num_heads, num_heads // kv_heads, seqlen_q, seqlen_k),
+             *(mask_strides or (0, 0, 0, 0)), num_heads, num_heads // kv_heads, seqlen_q, seqlen_k),
             dict(BLOCK_M=cfg_q.block_m, BLOCK_N=cfg_q.block_n, LOADS=q_loads,
                  LONGEST_FIRST=cfg_q.longest_first, num_warps=cfg_q.num_warps,
                  num_stages=cfg_q.num_stages, **common))
@@ -472,7 +540,7 @@ def _plan_backward(q, k, v, dout, dq, dk, dv, lse, alibi_slopes, cfg_kv, cfg_q, 
 def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                        max_seqlen_k, softmax_scale, window_left, window_right, softcap,
                        alibi_slopes, dropout_p, seed, deterministic: bool = False,
-                       fp32_precision: str = "tf32"):
+                       fp32_precision: str = "tf32", attn_mask=None):
     """Gradients (dq, dk, dv) of attention_forward, shaped and typed like q, k, v.
 
     Calls `backward_hopper.supports` accepts (sm_90, dense fp16 / bf16, d64 / d128 / d256,
@@ -497,7 +565,7 @@ def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, m
     dk = make(k.shape, dtype=k.dtype, device=k.device)
     dv = make(v.shape, dtype=v.dtype, device=v.device)
     lse = lse.contiguous()  # a no-op for the forward's own lse
-    if (USE_HOPPER_KERNEL and not varlen and batch > 0 and num_heads > 0
+    if (USE_HOPPER_KERNEL and not varlen and batch > 0 and num_heads > 0 and attn_mask is None
             and backward_hopper.supports(
                 q, k, v, dout, softmax_scale=softmax_scale, window_left=window_left,
                 window_right=window_right, softcap=softcap, alibi_slopes=alibi_slopes,
@@ -526,15 +594,18 @@ def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, m
     key = (cfg_kv, cfg_q, dq_mode, dense_ok, varlen, batch, max_seqlen_q, max_seqlen_k,
            softmax_scale, window_left, window_right, softcap, dropout_p, fp32_precision,
            q.dtype, q.shape, q.stride(), k.shape, k.stride(), v.stride(), dout.stride(),
-           lse.stride(), alibi_slopes.stride() if has_alibi else None)
+           lse.stride(), alibi_slopes.stride() if has_alibi else None,
+           None if attn_mask is None else attn_mask.stride())
     plan = _BACKWARD_PLANS.get(key) or _BACKWARD_PLANS.add(key, _plan_backward(
         q, k, v, dout, dq, dk, dv, lse, alibi_slopes, cfg_kv, cfg_q, dq_mode, dense_ok,
         varlen=varlen, batch=batch, max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k,
         softmax_scale=softmax_scale, window_left=window_left, window_right=window_right,
-        softcap=softcap, dropout_p=dropout_p, fp32_precision=fp32_precision))
+        softcap=softcap, dropout_p=dropout_p, fp32_precision=fp32_precision,
+        mask_strides=None if attn_mask is None else attn_mask.stride()))
     placeholder = lse  # for the tensors a call does not have (never read)
     alibi = alibi_slopes if has_alibi else placeholder
     seed_t = seed if dropout_p > 0.0 else placeholder
+    mask = placeholder if attn_mask is None else attn_mask.view(torch.uint8)
     cu_q, cu_k = (cu_seqlens_q, cu_seqlens_k) if varlen else (placeholder, placeholder)
     block_d = plan.block_d
 
@@ -559,13 +630,13 @@ def attention_backward(dout, q, k, v, out, lse, *, cu_seqlens_q, cu_seqlens_k, m
             dq_acc_arg = make_descriptor(dq_acc, cfg_kv.block_m, block_d)
     if plan.dkdv is not None:
         plan.dkdv(*sources(cfg_kv, plan.dkdv_descriptors), lse, delta, dk, dv, dq_acc_arg,
-                  cu_q, cu_k, alibi, seed_t)
+                  cu_q, cu_k, alibi, seed_t, mask)
     if dq_mode:  # dS was taken w.r.t. the scaled score: apply the scale once here
         dq.copy_(dq_acc[..., :head_dim].mul_(softmax_scale).view(q.shape))
         return dq, dk, dv
     # 3. dQ: one program per (query block, batch * head)
     if plan.dq is not None:
         plan.dq(*sources(cfg_q, plan.dq_descriptors), lse, delta, dq, cu_q, cu_k, alibi,
-                seed_t)
+                seed_t, mask)
     return dq, dk, dv
 

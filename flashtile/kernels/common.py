@@ -4,6 +4,8 @@ Device side (``@triton.jit``):
 
 * `score_tile`      raw Q.K^T tile -> scores in log2 units (scale, softcap, ALiBi)
 * `visible_mask`    bottom-right aligned causal / local window + sequence bounds
+* `allowed_tile`    the caller's boolean `attn_mask` at a tile (False past the ends)
+* `any_allowed`     whether such a tile lets any pair through (else it is skipped)
 * `dropout_keep`    Philox keep mask, reproducible between forward and backward
 * `band_bounds`     which tiles of the other axis a tile must visit, split into
                     boundary tiles (need masking) and interior tiles (do not)
@@ -97,6 +99,25 @@ def visible_mask(q_idx, k_idx, seqlen_q, seqlen_k, window_left, window_right):
 
 
 @triton.jit
+def allowed_tile(mask_base, stride_mq, stride_mk, q_idx, k_idx, seqlen_q, seqlen_k):
+    """The caller's boolean attn_mask (bytes, True = may attend) at (q_idx, k_idx).
+
+    Its strides may be 0 (a mask broadcast over queries or keys); offsets are 64-bit
+    because Sq x Sk passes 2^31 from 46k x 46k tokens. Past either end: False.
+    """
+    inside = (q_idx < seqlen_q) & (k_idx < seqlen_k)
+    offs = q_idx.to(tl.int64) * stride_mq + k_idx.to(tl.int64) * stride_mk
+    return tl.load(mask_base + offs, mask=inside, other=0) != 0
+
+
+@triton.jit
+def any_allowed(allowed):
+    """True when some pair of the tile is allowed: tiles the mask hides entirely
+    contribute nothing (P = 0 there), so skipping them is exact."""
+    return tl.max(tl.max(allowed.to(tl.int32), 1), 0) > 0
+
+
+@triton.jit
 def dropout_keep(seed, bh, q_idx, k_idx, max_seqlen_k, dropout_p):
     """Keep mask of element (b, h, i, j): Philox uniform >= dropout_p.
 
@@ -169,9 +190,10 @@ def load_block(src, stride, b, h, row0, idx, offs_d, length, HEAD_DIM: tl.conste
 
 @triton.jit
 def probs_tile(qk, q_idx, k_idx, lse2, seqlen_q, seqlen_k, window_left, window_right,
-               score_mul, cap_mul, alibi_mul, HAS_SOFTCAP: tl.constexpr,
-               HAS_ALIBI: tl.constexpr, MASKED: tl.constexpr):
-    """Backward: P = exp2(s - lse2) from a raw dot tile, 0 where not visible.
+               score_mul, cap_mul, alibi_mul, allowed, HAS_SOFTCAP: tl.constexpr,
+               HAS_ALIBI: tl.constexpr, MASKED: tl.constexpr, HAS_MASK: tl.constexpr):
+    """Backward: P = exp2(s - lse2) from a raw dot tile, 0 where not visible
+    (outside the window, or, with HAS_MASK, where the `allowed_tile` is False).
 
     lse2 is the row LSE in log2 units, +inf for rows that see no key (so P = 0
     there instead of NaN). Returns (P, t) with t as in `score_tile`.
@@ -182,6 +204,8 @@ def probs_tile(qk, q_idx, k_idx, lse2, seqlen_q, seqlen_k, window_left, window_r
     if MASKED:
         visible = visible_mask(q_idx, k_idx, seqlen_q, seqlen_k, window_left, window_right)
         p = tl.where(visible, p, 0.0)
+    if HAS_MASK:
+        p = tl.where(allowed, p, 0.0)
     return p, t
 
 

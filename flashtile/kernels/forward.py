@@ -15,8 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (LN2, LOAD_DESC, LOAD_PTR64, LOG2E, band_bounds, batch_head, box_descriptor,
-                     descriptor_ok, descriptors_pay, dot_precision, dropout_keep, head_scalars,
+from .common import (LN2, LOAD_DESC, LOAD_PTR64, LOG2E, allowed_tile, any_allowed, band_bounds,
+                     batch_head, box_descriptor, descriptor_ok, descriptors_pay, dot_precision, dropout_keep, head_scalars,
                      launch_scalars, load_block, load_tile, pointer_mode,
                      query_block, score_tile, seq_strides, store_tile, tile_span,
                      visible_mask)
@@ -67,78 +67,113 @@ def _permute_keys(p, BLOCK_N: tl.constexpr):
 @triton.jit
 def _fwd_inner(acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, b, hk, rows,
                n_start, n_stop, seqlen_q, seqlen_k, window_left, window_right, score_mul, cap_mul,
-               alibi_mul, seed, bh, max_seqlen_k, dropout_p,
+               alibi_mul, seed, bh, max_seqlen_k, dropout_p, mask_base, stride_mq, stride_mk,
                HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
                HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr, LOADS: tl.constexpr,
-               V_T: tl.constexpr, PLAIN_SCORES: tl.constexpr, P_PERM: tl.constexpr):
+               V_T: tl.constexpr, PLAIN_SCORES: tl.constexpr, P_PERM: tl.constexpr,
+               HAS_MASK: tl.constexpr):
     """Fold key tiles [n_start, n_stop) into the running (acc, l_i, m_i).
 
     MASKED tiles straddle a window edge or the end of the keys; the others are
-    fully visible to every row and skip the mask entirely.
+    fully visible to every row and skip the window mask entirely. With HAS_MASK
+    every tile also reads the caller's attn_mask, and tiles it hides are skipped.
     """
     offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    diag_offset = seqlen_k - seqlen_q
-    vt_len = (seqlen_k + 15) // 16 * 16 if P_PERM else seqlen_k  # permuted V^T is padded
     n_first, n_last = tile_span(n_start, n_stop, BLOCK_N)
     for n in range(n_first, n_last, BLOCK_N):
         cols = n + offs_n  # [BLOCK_N] key indices
-        # 1. load the K and V tiles                                   # [BLOCK_N, BLOCK_D]
-        k = load_block(k_src, stride_ks, b, hk, n, cols, offs_d, seqlen_k, HEAD_DIM, MASKED,
-                       LOADS, BLOCK_N, BLOCK_D)
-        if V_T:  # V arrives transposed (keys contiguous): fp8 P.V wants it K-major
-            if LOADS == LOAD_DESC:  # a (B, Hk, D, S) descriptor
-                vt = v_src.load([b, hk, 0, n]).reshape(BLOCK_D, BLOCK_N)
-            else:
-                vt = _load_vt_tile(v_src, stride_vs, stride_vd, cols, offs_d, vt_len,
-                                   HEAD_DIM, MASKED)
-            v = tl.trans(vt)
-        else:
-            v = load_block(v_src, stride_vs, b, hk, n, cols, offs_d, seqlen_k, HEAD_DIM,
-                           MASKED, LOADS, BLOCK_N, BLOCK_D)
-        # 2. scores of this tile in log2 units                         # [BLOCK_M, BLOCK_N]
-        qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)
-        if PLAIN_SCORES:  # s = qk * score_mul with score_mul > 0 is never formed: the row
-            s = qk  # max is taken on qk and scaled once per row; exp2's argument is one FMA
-        else:
-            s, _ = score_tile(qk, rows[:, None], cols[None, :], diag_offset, score_mul,
-                              cap_mul, alibi_mul, HAS_SOFTCAP, HAS_ALIBI)
-        if MASKED:
-            visible = visible_mask(rows[:, None], cols[None, :], seqlen_q, seqlen_k,
-                                   window_left, window_right)
-            s = tl.where(visible, s, float("-inf"))
-        # 3. online softmax: new running max, rescale what was accumulated so far
-        m_tile = tl.max(s, 1)  # [BLOCK_M]
-        if PLAIN_SCORES:
-            m_tile = m_tile * score_mul
-        m_new = tl.maximum(m_i, m_tile)
-        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # all-masked rows stay at 0
-        if PLAIN_SCORES:
-            p = tl.exp2(s * score_mul - m_ref[:, None])  # [BLOCK_M, BLOCK_N]
-        else:
-            p = tl.exp2(s - m_ref[:, None])
-        alpha = tl.exp2(m_i - m_ref)
-        l_i = l_i * alpha + tl.sum(p, 1)  # the normaliser counts dropped entries too
-        acc = acc * alpha[:, None]
-        m_i = m_new
-        # 4. dropout zeroes entries of P (the 1 / (1 - p) is applied at the end)
-        if HAS_DROPOUT:
-            keep = dropout_keep(seed, bh, rows[:, None], cols[None, :], max_seqlen_k, dropout_p)
-            p = tl.where(keep, p, 0.0)
-        # 5. acc <- alpha * acc + P V (alpha applied above)           # [BLOCK_M, BLOCK_D]
-        p = p.to(v.dtype)
-        if P_PERM:  # V^T's keys are stored permuted to match (see _permute_keys)
-            p = _permute_keys(p, BLOCK_N)
-        acc = tl.dot(p, v, acc, input_precision=PRECISION)
+        if HAS_MASK:
+            allowed = allowed_tile(mask_base, stride_mq, stride_mk, rows[:, None], cols[None, :],
+                                   seqlen_q, seqlen_k)
+            if any_allowed(allowed):
+                acc, l_i, m_i = _fwd_tile(
+                    acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, b, hk, rows,
+                    n, cols, seqlen_q, seqlen_k, window_left, window_right, score_mul, cap_mul,
+                    alibi_mul, seed, bh, max_seqlen_k, dropout_p, allowed, HEAD_DIM, BLOCK_N,
+                    BLOCK_D, MASKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS, V_T,
+                    PLAIN_SCORES, P_PERM, HAS_MASK)
+        else:  # (`cols` stands in for the absent mask tile, never read)
+            acc, l_i, m_i = _fwd_tile(
+                acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, b, hk, rows,
+                n, cols, seqlen_q, seqlen_k, window_left, window_right, score_mul, cap_mul,
+                alibi_mul, seed, bh, max_seqlen_k, dropout_p, cols, HEAD_DIM, BLOCK_N,
+                BLOCK_D, MASKED, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS, V_T,
+                PLAIN_SCORES, P_PERM, HAS_MASK)
     return acc, l_i, m_i
 
 
 @triton.jit
-def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed, Descale,
+def _fwd_tile(acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, b, hk, rows,
+              n, cols, seqlen_q, seqlen_k, window_left, window_right, score_mul, cap_mul,
+              alibi_mul, seed, bh, max_seqlen_k, dropout_p, allowed,
+              HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+              MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
+              HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr, LOADS: tl.constexpr,
+              V_T: tl.constexpr, PLAIN_SCORES: tl.constexpr, P_PERM: tl.constexpr,
+              HAS_MASK: tl.constexpr):
+    """One key tile (keys `cols`, starting at n) folded into (acc, l_i, m_i)."""
+    offs_d = tl.arange(0, BLOCK_D)
+    diag_offset = seqlen_k - seqlen_q
+    vt_len = (seqlen_k + 15) // 16 * 16 if P_PERM else seqlen_k  # permuted V^T is padded
+    # 1. load the K and V tiles                                       # [BLOCK_N, BLOCK_D]
+    k = load_block(k_src, stride_ks, b, hk, n, cols, offs_d, seqlen_k, HEAD_DIM, MASKED,
+                   LOADS, BLOCK_N, BLOCK_D)
+    if V_T:  # V arrives transposed (keys contiguous): fp8 P.V wants it K-major
+        if LOADS == LOAD_DESC:  # a (B, Hk, D, S) descriptor
+            vt = v_src.load([b, hk, 0, n]).reshape(BLOCK_D, BLOCK_N)
+        else:
+            vt = _load_vt_tile(v_src, stride_vs, stride_vd, cols, offs_d, vt_len,
+                               HEAD_DIM, MASKED)
+        v = tl.trans(vt)
+    else:
+        v = load_block(v_src, stride_vs, b, hk, n, cols, offs_d, seqlen_k, HEAD_DIM,
+                       MASKED, LOADS, BLOCK_N, BLOCK_D)
+    # 2. scores of this tile in log2 units                             # [BLOCK_M, BLOCK_N]
+    qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)
+    if PLAIN_SCORES:  # s = qk * score_mul with score_mul > 0 is never formed: the row
+        s = qk  # max is taken on qk and scaled once per row; exp2's argument is one FMA
+    else:
+        s, _ = score_tile(qk, rows[:, None], cols[None, :], diag_offset, score_mul,
+                          cap_mul, alibi_mul, HAS_SOFTCAP, HAS_ALIBI)
+    if MASKED:
+        visible = visible_mask(rows[:, None], cols[None, :], seqlen_q, seqlen_k,
+                               window_left, window_right)
+        s = tl.where(visible, s, float("-inf"))
+    if HAS_MASK:
+        s = tl.where(allowed, s, float("-inf"))
+    # 3. online softmax: new running max, rescale what was accumulated so far
+    m_tile = tl.max(s, 1)  # [BLOCK_M]
+    if PLAIN_SCORES:
+        m_tile = m_tile * score_mul
+    m_new = tl.maximum(m_i, m_tile)
+    m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # all-masked rows stay at 0
+    if PLAIN_SCORES:
+        p = tl.exp2(s * score_mul - m_ref[:, None])  # [BLOCK_M, BLOCK_N]
+    else:
+        p = tl.exp2(s - m_ref[:, None])
+    alpha = tl.exp2(m_i - m_ref)
+    l_i = l_i * alpha + tl.sum(p, 1)  # the normaliser counts dropped entries too
+    acc = acc * alpha[:, None]
+    m_i = m_new
+    # 4. dropout zeroes entries of P (the 1 / (1 - p) is applied at the end)
+    if HAS_DROPOUT:
+        keep = dropout_keep(seed, bh, rows[:, None], cols[None, :], max_seqlen_k, dropout_p)
+        p = tl.where(keep, p, 0.0)
+    # 5. acc <- alpha * acc + P V (alpha applied above)               # [BLOCK_M, BLOCK_D]
+    p = p.to(v.dtype)
+    if P_PERM:  # V^T's keys are stored permuted to match (see _permute_keys)
+        p = _permute_keys(p, BLOCK_N)
+    acc = tl.dot(p, v, acc, input_precision=PRECISION)
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed, Descale, Mask,
                 stride_qb, stride_qs, stride_qh, stride_kb, stride_ks, stride_kh,
                 stride_vb, stride_vs, stride_vh, stride_ob, stride_os, stride_oh,
                 stride_lb, stride_lh, stride_ab, stride_ah, stride_vd, stride_desc,
+                stride_mb, stride_mh, stride_mq, stride_mk,
                 num_heads, kv_group, seqlen_q, seqlen_k, max_seqlen_k,
                 window_left, window_right, score_mul, cap_mul, dropout_p,
                 HEAD_DIM: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
@@ -146,9 +181,10 @@ def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed, Descale,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                 LOADS: tl.constexpr, IS_FP8: tl.constexpr, V_T: tl.constexpr,
                 PLAIN_SCORES: tl.constexpr, P_PERM: tl.constexpr,
-                LONGEST_FIRST: tl.constexpr):
+                LONGEST_FIRST: tl.constexpr, HAS_MASK: tl.constexpr):
     """Q, K, V, Out are pointers, or (B, S, H, D) tensor descriptors when LOADS == LOAD_DESC
     (dense inputs only: a descriptor's zero fill stops at S, not at an item's end).
+    Mask (HAS_MASK, dense only): the caller's (B, H, Sq, Sk) boolean attn_mask as bytes.
 
     IS_FP8: e4m3 Q, K, V; V_T: V transposed (stride_vd between head-dim rows, keys
     contiguous); Descale is fp32 (3, B, Hk) with stride_desc per (B, Hk) plane, and
@@ -182,6 +218,7 @@ def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed, Descale,
     if IS_FP8:  # FlashAttention-3's per-(batch, KV head) descales
         descale = Descale + b * (num_heads // kv_group) + hk
         score_mul = score_mul * tl.load(descale) * tl.load(descale + stride_desc)
+    mask_base = Mask + b64 * stride_mb + h.to(tl.int64) * stride_mh
 
     # Key band of these rows: masked edge tiles, unmasked interior, masked edge tiles.
     last_row = tl.minimum(m0 + BLOCK_M, sq) - 1
@@ -194,21 +231,21 @@ def _fwd_kernel(Q, K, V, Out, Lse, CuSeqQ, CuSeqK, Alibi, Seed, Descale,
     acc, l_i, m_i = _fwd_inner(
         acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, b, hk, rows,
         n_begin, n_full_lo, sq, sk, window_left, window_right, score_mul,
-        cap_mul, alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D, True,
-        HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS, V_T, PLAIN_SCORES,
-        P_PERM)
+        cap_mul, alibi_mul, seed, bh, max_seqlen_k, dropout_p, mask_base, stride_mq, stride_mk,
+        HEAD_DIM, BLOCK_N, BLOCK_D, True, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS,
+        V_T, PLAIN_SCORES, P_PERM, HAS_MASK)
     acc, l_i, m_i = _fwd_inner(
         acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, b, hk, rows,
         n_full_lo, n_full_hi, sq, sk, window_left, window_right, score_mul,
-        cap_mul, alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D, False,
-        HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS, V_T, PLAIN_SCORES,
-        P_PERM)
+        cap_mul, alibi_mul, seed, bh, max_seqlen_k, dropout_p, mask_base, stride_mq, stride_mk,
+        HEAD_DIM, BLOCK_N, BLOCK_D, False, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS,
+        V_T, PLAIN_SCORES, P_PERM, HAS_MASK)
     acc, l_i, m_i = _fwd_inner(
         acc, l_i, m_i, q, k_src, v_src, stride_ks, stride_vs, stride_vd, b, hk, rows,
         n_full_hi, n_end, sq, sk, window_left, window_right, score_mul,
-        cap_mul, alibi_mul, seed, bh, max_seqlen_k, dropout_p, HEAD_DIM, BLOCK_N, BLOCK_D, True,
-        HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS, V_T, PLAIN_SCORES,
-        P_PERM)
+        cap_mul, alibi_mul, seed, bh, max_seqlen_k, dropout_p, mask_base, stride_mq, stride_mk,
+        HEAD_DIM, BLOCK_N, BLOCK_D, True, HAS_SOFTCAP, HAS_ALIBI, HAS_DROPOUT, PRECISION, LOADS,
+        V_T, PLAIN_SCORES, P_PERM, HAS_MASK)
 
     # Epilogue: normalise once; rows that saw no key get out = 0 and LSE = -inf.
     empty = l_i == 0.0
@@ -232,14 +269,16 @@ _fwd_launch = CachedKernel(_fwd_kernel)
 
 
 @triton.jit
-def _probs_kernel(Q, K, Lse, Probs, CuSeqQ, CuSeqK, Alibi, Seed,
+def _probs_kernel(Q, K, Lse, Probs, CuSeqQ, CuSeqK, Alibi, Seed, Mask,
                   stride_qb, stride_qs, stride_qh, stride_kb, stride_ks, stride_kh,
                   stride_lb, stride_lh, stride_pbh, stride_pm, stride_ab, stride_ah,
+                  stride_mb, stride_mh, stride_mq, stride_mk,
                   num_heads, kv_group, seqlen_q, seqlen_k, max_seqlen_k,
                   window_left, window_right, score_mul, cap_mul, dropout_p,
                   HEAD_DIM: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
                   HAS_ALIBI: tl.constexpr, HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr,
-                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                  HAS_MASK: tl.constexpr):
     """Probs[b, h, i, j] = softmax probability (before dropout), negated where dropout
     drops the element, 0 where masked. A debugging aid: it visits every key tile
     of the padded (max_seqlen_q, max_seqlen_k) matrix, which starts zeroed."""
@@ -266,6 +305,7 @@ def _probs_kernel(Q, K, Lse, Probs, CuSeqQ, CuSeqK, Alibi, Seed,
     alibi_mul, seed = head_scalars(Alibi, stride_ab, stride_ah, b, h, Seed, HAS_ALIBI,
                                    HAS_DROPOUT)
     p_base = Probs + bh.to(tl.int64) * stride_pbh
+    mask_base = Mask + b64 * stride_mb + h.to(tl.int64) * stride_mh
     for n in range(0, sk, BLOCK_N):
         cols = n + offs_n
         k = load_tile(k_base, stride_ks, cols, offs_d, sk, HEAD_DIM, True, True)
@@ -273,6 +313,9 @@ def _probs_kernel(Q, K, Lse, Probs, CuSeqQ, CuSeqK, Alibi, Seed,
         s, _ = score_tile(qk, rows[:, None], cols[None, :], sk - sq, score_mul, cap_mul,
                           alibi_mul, HAS_SOFTCAP, HAS_ALIBI)
         visible = visible_mask(rows[:, None], cols[None, :], sq, sk, window_left, window_right)
+        if HAS_MASK:
+            visible = visible & allowed_tile(mask_base, stride_mq, stride_mk, rows[:, None],
+                                             cols[None, :], sq, sk)
         p = tl.exp2(s - lse2[:, None])
         if HAS_DROPOUT:
             keep = dropout_keep(seed, bh, rows[:, None], cols[None, :], max_seqlen_k, dropout_p)
@@ -305,11 +348,13 @@ class _ForwardPlan(NamedTuple):
     flags: dict
     lse_strides: tuple
     alibi_strides: tuple
+    mask_strides: tuple
 
 
 def _plan_forward(q, k, v, out, lse, alibi_slopes, cfg, loads, *, varlen, batch,
                   max_seqlen_q, max_seqlen_k, softmax_scale, window_left, window_right, softcap,
-                  dropout_p, fp32_precision, v_t, p_perm, stride_vd) -> _ForwardPlan:
+                  dropout_p, fp32_precision, v_t, p_perm, stride_vd,
+                  mask_strides) -> _ForwardPlan:
     """Everything about a Triton forward launch but its tensors, from shapes, strides,
     dtypes, options and the config (memoised by `attention_forward` on exactly those)."""
     num_heads, head_dim = q.shape[-2], q.shape[-1]
@@ -322,7 +367,9 @@ def _plan_forward(q, k, v, out, lse, alibi_slopes, cfg, loads, *, varlen, batch,
     block_d = padded_head_dim(head_dim)
     flags = dict(HEAD_DIM=head_dim, IS_VARLEN=varlen, HAS_ALIBI=has_alibi,
                  HAS_DROPOUT=dropout_p > 0.0, PRECISION=dot_precision(q.dtype, fp32_precision),
-                 BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d)
+                 BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d,
+                 HAS_MASK=mask_strides is not None)
+    mask_strides = mask_strides or (0, 0, 0, 0)
     shared = dict(num_heads=num_heads, kv_group=num_heads // kv_heads, seqlen_q=seqlen_q,
                   seqlen_k=seqlen_k, max_seqlen_k=max_seqlen_k, dropout_p=dropout_p,
                   **launch_scalars(softmax_scale=softmax_scale, softcap=softcap,
@@ -338,25 +385,27 @@ def _plan_forward(q, k, v, out, lse, alibi_slopes, cfg, loads, *, varlen, batch,
     if grid[0] > 0 and grid[1] > 0:
         trailing = (*seq_strides(q, varlen), *seq_strides(k, varlen), *seq_strides(v, varlen),
                     *seq_strides(out, varlen), stride_lb, stride_lh, stride_ab, stride_ah,
-                    stride_vd, batch * kv_heads)
+                    stride_vd, batch * kv_heads, *mask_strides)
         launch = _fwd_launch.bind(grid, trailing, dict(
             **shared, **flags, LOADS=loads, IS_FP8=is_fp8, V_T=v_t,
             PLAIN_SCORES=softcap == 0.0 and not has_alibi and softmax_scale > 0,
             P_PERM=p_perm, LONGEST_FIRST=cfg.longest_first, num_warps=cfg.num_warps,
             num_stages=cfg.num_stages))
     return _ForwardPlan(launch, boxes, grid, shared, flags, (stride_lb, stride_lh),
-                        (stride_ab, stride_ah))
+                        (stride_ab, stride_ah), mask_strides)
 
 
 @on_tensors_device
 def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                       softmax_scale: float, window_left: int, window_right: int, softcap: float,
                       alibi_slopes, dropout_p: float, seed, return_probs: bool,
-                      fp32_precision: str = "tf32", descales=None):
+                      fp32_precision: str = "tf32", descales=None, attn_mask=None):
     """Run the forward kernel; returns (out, lse, probs or None). See the package doc.
 
     FP8 (e4m3) q, k, v: `descales` = (q_descale, k_descale, v_descale), each fp32
     (B, Hk); the output is bf16. (No dropout or probs with FP8: validated upstream.)
+    `attn_mask`: None or a (B, H, Sq, Sk) bool tensor, any strides (dense only); it
+    sends the call to the Triton kernel, which reads it per tile.
     """
     is_fp8 = q.dtype == torch.float8_e4m3fn
     out_dtype = torch.bfloat16 if is_fp8 else q.dtype
@@ -377,10 +426,11 @@ def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
     if is_fp8:
         descale = (torch.stack(descales) if descales is not None  # (3, B, Hk)
                    else torch.ones((3, batch, kv_heads), dtype=torch.float32, device=q.device))
-    if USE_HOPPER_KERNEL and not varlen and not return_probs and forward_hopper.supports(
+    if (USE_HOPPER_KERNEL and not varlen and not return_probs and attn_mask is None
+            and forward_hopper.supports(
             q, k, v, softmax_scale=softmax_scale, window_left=window_left,
             window_right=window_right, softcap=softcap, alibi_slopes=alibi_slopes,
-            dropout_p=dropout_p):
+            dropout_p=dropout_p)):
         forward_hopper.attention_forward(q, k, v, out, lse, softmax_scale=softmax_scale,
                                          causal=window_right == 0,
                                          descale=descale if is_fp8 else None)
@@ -400,18 +450,20 @@ def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
     else:
         loads = pointer_mode(max(max_seqlen_q, max_seqlen_k), *srcs)
     has_alibi = alibi_slopes is not None
+    mask_strides = None if attn_mask is None else attn_mask.stride()
     # everything `_plan_forward` reads
     key = (cfg, loads, v_t, p_perm, varlen, batch, max_seqlen_q, max_seqlen_k, softmax_scale,
            window_left, window_right, softcap, dropout_p, fp32_precision, q.dtype, q.shape,
            q.stride(), k.shape, k.stride(), v.shape, v.stride(), stride_vd, out.stride(),
-           lse.stride(), alibi_slopes.stride() if has_alibi else None)
+           lse.stride(), alibi_slopes.stride() if has_alibi else None, mask_strides)
     plan = _PLANS.get(key) or _PLANS.add(key, _plan_forward(
         q, k, v, out, lse, alibi_slopes, cfg, loads, varlen=varlen, batch=batch,
         max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, softmax_scale=softmax_scale,
         window_left=window_left, window_right=window_right, softcap=softcap,
         dropout_p=dropout_p, fp32_precision=fp32_precision, v_t=v_t, p_perm=p_perm,
-        stride_vd=stride_vd))
+        stride_vd=stride_vd, mask_strides=mask_strides))
     placeholder = lse  # for the tensors a call does not have (never read)
+    mask = placeholder if attn_mask is None else attn_mask.view(torch.uint8)
     cu_q, cu_k = (cu_seqlens_q, cu_seqlens_k) if varlen else (placeholder, placeholder)
     alibi = alibi_slopes if has_alibi else placeholder
     seed_t = seed if dropout_p > 0.0 else placeholder
@@ -420,7 +472,7 @@ def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
         srcs = (box_descriptor(q, q_box), box_descriptor(k, k_box),
                 box_descriptor(vt if v_t else v, v_box), box_descriptor(out, o_box))
     if plan.launch is not None:
-        plan.launch(*srcs, lse, cu_q, cu_k, alibi, seed_t, descale)
+        plan.launch(*srcs, lse, cu_q, cu_k, alibi, seed_t, descale, mask)
 
     probs = None
     if return_probs:
@@ -428,8 +480,9 @@ def attention_forward(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
                             device=q.device)
         if plan.launch is not None:
             _probs_launch[plan.grid](
-                q, k, lse, probs, cu_q, cu_k, alibi, seed_t,
+                q, k, lse, probs, cu_q, cu_k, alibi, seed_t, mask,
                 *seq_strides(q, varlen), *seq_strides(k, varlen), *plan.lse_strides,
-                probs.stride(1), probs.stride(2), *plan.alibi_strides, **plan.shared,
+                probs.stride(1), probs.stride(2), *plan.alibi_strides, *plan.mask_strides,
+                **plan.shared,
                 **plan.flags, num_warps=cfg.num_warps, num_stages=1)
     return out, lse, probs
